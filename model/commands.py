@@ -1,0 +1,141 @@
+"""The engine's command-line commands: ``srgan upscale``, ``srgan eval``, ``srgan bench engine``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_engine_options(p: argparse.ArgumentParser, *, tile_default: int | None = None,
+                       precision_default: str = "auto") -> None:
+    p.add_argument("--model", "-m", default="srresnet", help="model name (default: srresnet)")
+    p.add_argument("--scale", "-s", type=int, default=4, help="upscaling factor (default: 4)")
+    p.add_argument("--weights", type=Path, help="weights file to use instead of the model's default")
+    p.add_argument("--tile", type=int, default=tile_default,
+                   help="tile size in input pixels; 0 processes each image whole (default: automatic)")
+    p.add_argument("--overlap", type=int, help="tile overlap in input pixels (default: the model's)")
+    p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: automatic)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--precision", default=precision_default, choices=["auto", "fp32", "bf16", "fp16"],
+                   help=f"compute precision (default: {precision_default})")
+    p.add_argument("--compile", action="store_true", help="use torch.compile")
+
+
+def engine_from_args(args: argparse.Namespace):
+    from model.engine import EngineConfig, Upscaler
+    from model.zoo import load_model
+
+    model = load_model(args.model, args.scale, path=args.weights)
+    cfg = EngineConfig(device=args.device, precision=args.precision, tile=args.tile, overlap=args.overlap,
+                       batch_size=args.batch_size, compile=args.compile)
+    return Upscaler(model, cfg)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upscale", help="upscale image files", description="Upscale image files with a model.")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="input images")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--format", "-f", default="png", choices=["png", "webp", "jpeg"], help="output format")
+    p.add_argument("--quality", "-q", type=int, default=90, help="WebP/JPEG quality 1-100 (default: 90)")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_engine_options(p)
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("eval", help="PSNR-Y / SSIM-Y on a folder of HR images",
+                       description="Evaluate a model on HR images: bicubic LR, PSNR/SSIM on Y, border = scale.")
+    p.add_argument("--data", type=Path, required=True, nargs="+", help="folder(s) of HR images")
+    p.add_argument("--json", action="store_true", help="print one JSON object (a list for several folders)")
+    add_engine_options(p, tile_default=0, precision_default="fp32")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="benchmarks: engine (model speed) or service (whole stack)")
+    bsub = p.add_subparsers(dest="target", required=True, metavar="{engine,service}")
+    from model.bench import register as register_bench_engine
+
+    register_bench_engine(bsub)
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from model.imageio import DEFAULT_MAX_PIXELS, ImageError, decode, encode
+
+    up = engine_from_args(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ext = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}[args.format]
+    failures = 0
+    decoded, targets = [], []
+    used: set[Path] = set()
+    for path in args.inputs:
+        try:
+            decoded.append(decode(path.read_bytes(), args.max_pixels or DEFAULT_MAX_PIXELS))
+        except (OSError, ImageError) as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        target = args.out / (path.stem + ext)
+        n = 2
+        while target in used:  # two inputs with the same stem
+            target = args.out / f"{path.stem}_{n}{ext}"
+            n += 1
+        used.add(target)
+        targets.append(target)
+    bar = tqdm(total=0, unit="tile", disable=args.no_progress, desc=f"{up.model.name} x{up.scale}")
+
+    def on_progress(p) -> None:
+        bar.total = p.total
+        bar.n = p.done
+        bar.refresh()
+
+    def save(i: int, sr: torch.Tensor) -> Path:
+        targets[i].write_bytes(encode(decoded[i], sr, args.format, args.quality))
+        return targets[i]
+
+    # Encoding runs in a thread while the next tiles compute (Pillow releases the GIL while encoding).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = []
+        for i, result in up.upscale_iter([d.rgb for d in decoded], on_progress):
+            if isinstance(result, Exception):
+                print(f"error: {targets[i]}: {result}", file=sys.stderr)
+                failures += 1
+                continue
+            futures.append(pool.submit(save, i, result))
+        for f in futures:
+            try:
+                log.info("wrote %s", f.result())
+            except (OSError, ValueError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                failures += 1
+    bar.close()
+    ok = len(args.inputs) - failures
+    print(f"{ok} image(s) written to {args.out}" + (f", {failures} failed" if failures else ""), file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from model.evaluate import evaluate
+
+    up = engine_from_args(args)
+    results = []
+    for folder in args.data:
+        def show(row: dict) -> None:
+            if not args.json:
+                print(f"  {row['image']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}")
+
+        if not args.json:
+            print(f"{folder.name}: {up.model.name} x{up.scale} ({up.precision}, {up.device})")
+        r = evaluate(up, folder, on_image=show)
+        results.append(r)
+        if not args.json:
+            print(f"  {'mean':<24} PSNR-Y {r['mean']['psnr_y']:7.3f} dB   SSIM-Y {r['mean']['ssim_y']:.4f}")
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    return 0

@@ -1,0 +1,482 @@
+"""The training loop of every stage: SRResNet/ESPCN/SRCNN with a pixel loss, SRGAN with VGG + adversarial loss.
+
+Runs on CPU, one GPU (bf16 autocast, or fp16 with a gradient scaler) or several GPUs/nodes under ``torchrun``
+(DistributedDataParallel; only rank 0 writes). Checkpoints hold everything needed to continue exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import platform
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.archs import ESPCN, SRCNN, Discriminator, SRResNet
+from model.weights import ModelCard, load_weights, save_weights
+from model.zoo import SPECS, LoadedModel
+from training.config import TrainConfig
+from training.data import RandomCrops, StepSampler, degrade, make_loader, scan_images
+from training.losses import VGGSource, load_vgg, pixel_loss
+
+__all__ = ["Trainer", "train", "CHECKPOINT_FORMAT"]
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    m = getattr(m, "module", m)  # DDP
+    return getattr(m, "_orig_mod", m)  # torch.compile
+
+
+def build_generator(cfg: TrainConfig) -> nn.Module:
+    if cfg.stage in ("srresnet", "srgan"):
+        return SRResNet(scale=cfg.scale)
+    if cfg.stage == "espcn":
+        return ESPCN(scale=cfg.scale)
+    return SRCNN(scale=cfg.scale)
+
+
+def generator_arch(cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
+    net = build_generator(cfg)
+    if isinstance(net, SRResNet):
+        return "srresnet", {"scale": cfg.scale, "num_channels": 3, "num_feat": 64, "num_blocks": len(net.body)}
+    arch = "espcn" if isinstance(net, ESPCN) else "srcnn"
+    return arch, {"scale": cfg.scale}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, rank: int = 0, world: int = 1, device: torch.device | None = None):
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.is_main = rank == 0
+        if device is None:
+            if cfg.device == "auto":
+                device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available()
+                                      else "cpu")
+            else:
+                device = torch.device(cfg.device)
+        self.device = device
+        self.out = Path(cfg.out)
+        amp = cfg.amp
+        if amp == "auto":
+            amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "off"
+        self.amp = amp
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels once
+
+        # The VGG weights are checked first: a run that cannot compute its loss must stop at once.
+        self.vgg: nn.Module | None = None
+        self.vgg_source: VGGSource | None = None
+        if cfg.stage == "srgan":
+            vgg, self.vgg_source = load_vgg(cfg.vgg_weights, cfg.vgg_layer)
+            self.vgg = vgg.to(device, memory_format=self.memory_format)
+
+        torch.manual_seed(cfg.seed)
+        self.g = build_generator(cfg)
+        self.init_recipe: dict[str, Any] = {}
+        self.init_source = self._init_from(cfg.init) if cfg.init or cfg.stage == "srgan" else ""
+        self.g.to(device, memory_format=self.memory_format)
+        self.d = Discriminator().to(device, memory_format=self.memory_format) if cfg.stage == "srgan" else None
+        self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if cfg.ema > 0 else None
+
+        fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per step instead of hundreds
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                                      **fused)
+        self.opt_d = (torch.optim.Adam(self.d.parameters(), lr=cfg.d_lr or cfg.lr, betas=cfg.betas, **fused)
+                      if self.d is not None else None)
+        self.total_steps = cfg.steps
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, self.lr_factor)
+        self.sched_d = (torch.optim.lr_scheduler.LambdaLR(self.opt_d, self.lr_factor)
+                        if self.opt_d is not None else None)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.step = 0
+        self.train_seconds = 0.0
+
+        self.g_train: nn.Module = self.g
+        self.d_train: nn.Module | None = self.d
+        if world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.g_train = nn.parallel.DistributedDataParallel(self.g, device_ids=ids)
+            if self.d is not None:
+                self.d_train = nn.parallel.DistributedDataParallel(self.d, device_ids=ids)
+        self._g_eager = self.g_train
+        self._compile_ok = False
+        if cfg.compile:
+            self.g_train = torch.compile(self.g_train)
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    def _init_from(self, init: str) -> str:
+        if init == "scratch":
+            return "random initialisation (no SRResNet pre-training)"
+        if not init:
+            raise FileNotFoundError("the srgan stage starts from the SRResNet of stage 1: pass --init "
+                                    "PATH/srresnet_x4.safetensors (or --init scratch to start from random weights)")
+        net, card = load_weights(init)
+        arch, _ = generator_arch(self.cfg)
+        if card.arch != arch or int(card.scale) != self.cfg.scale:
+            raise ValueError(f"--init {init} is {card.arch} x{card.scale}; the {self.cfg.stage} stage needs {arch} "
+                             f"x{self.cfg.scale}")
+        self.g.load_state_dict(net.state_dict())
+        self.init_recipe = card.recipe
+        return f"{Path(init).name} (sha256 {card.sha256[:12]}...)"
+
+    def lr_factor(self, step: int) -> float:
+        cfg = self.cfg
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.lr_schedule == "constant":
+            return warm
+        if cfg.lr_schedule == "step":
+            return warm * cfg.lr_gamma ** sum(step >= m for m in cfg.lr_milestones)
+        progress = min(1.0, step / max(1, self.total_steps))
+        floor = cfg.lr_min / cfg.lr
+        return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- steps ------------------------------------------------------------------------------------------------
+    def batch_to_device(self, hr_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hr, lr = degrade(hr_u8.to(self.device, non_blocking=True), self.cfg.scale)
+        return (hr.contiguous(memory_format=self.memory_format), lr.contiguous(memory_format=self.memory_format))
+
+    def _optimize(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.scaler.step(opt)
+
+    # Steps return losses as detached tensors: reading them (.item()) would wait for the GPU every step.
+    def pixel_step(self, hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            sr = self.g_train(lr)
+        loss = pixel_loss(self.cfg.pixel_loss, sr.float(), hr)
+        self._optimize(loss, self.opt_g, self.g.parameters())
+        self.scaler.update()
+        return {"loss": loss.detach()}
+
+    def generator_step(self, hr: torch.Tensor, lr: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Perceptual loss step of the generator, with the discriminator frozen. Returns (losses, SR)."""
+        assert self.d is not None and self.vgg is not None
+        self.d.requires_grad_(False)
+        with self.autocast():
+            sr = self.g_train(lr)
+            sr_f = sr.float()
+            content = F.mse_loss(self.vgg(sr_f) * self.cfg.content_scale, self.vgg(hr) * self.cfg.content_scale)
+            # Non-saturating adversarial loss -log D(G(LR)); the bare module: no DDP hooks on a frozen net.
+            logits = _unwrap(self.d)(sr_f)
+        adv = F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))
+        loss = content.float() + self.cfg.adv_weight * adv
+        if self.cfg.pixel_weight:
+            loss = loss + self.cfg.pixel_weight * pixel_loss(self.cfg.pixel_loss, sr_f, hr)
+        self._optimize(loss, self.opt_g, self.g.parameters())
+        self.d.requires_grad_(True)
+        return {"loss_g": loss.detach(), "content": content.detach().float(), "adv": adv.detach()}, sr.detach()
+
+    def discriminator_step(self, hr: torch.Tensor, sr: torch.Tensor) -> dict[str, torch.Tensor]:
+        assert self.d_train is not None and self.opt_d is not None
+        # Real and fake in one forward: DDP allows one forward per backward.
+        with self.autocast():
+            logits = self.d_train(torch.cat([hr, sr.detach().float()])).float()
+        real, fake = logits.chunk(2)
+        loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        self._optimize(loss, self.opt_d, self.d.parameters())
+        with torch.no_grad():
+            return {"loss_d": loss.detach(), "d_real": torch.sigmoid(real).mean(), "d_fake": torch.sigmoid(fake).mean()}
+
+    def train_step(self, hr_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.g_train is self._g_eager:
+            return self._train_step(hr_u8)
+        try:  # torch.compile problems surface in the first forward or backward
+            losses = self._train_step(hr_u8)
+        except Exception as e:
+            if self._compile_ok or "out of memory" in str(e).lower():
+                raise
+            log.warning("torch.compile failed (%s: %s); continuing in eager mode", type(e).__name__, e)
+            self.g_train = self._g_eager
+            return self._train_step(hr_u8)
+        self._compile_ok = True
+        return losses
+
+    def _train_step(self, hr_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.g.train()
+        hr, lr = self.batch_to_device(hr_u8)
+        if self.cfg.stage == "srgan":
+            self.d.train()
+            losses, sr = self.generator_step(hr, lr)
+            losses.update(self.discriminator_step(hr, sr))
+            self.scaler.update()
+            self.sched_d.step()
+        else:
+            losses = self.pixel_step(hr, lr)
+        self.sched_g.step()
+        if self.ema is not None:
+            self._update_ema()
+        self.step += 1
+        return losses
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))  # short warm-up: early EMA tracks fast
+        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.g.parameters()], 1 - decay)
+        buffers = list(self.ema.buffers())
+        if buffers:  # BN running statistics are copied, not averaged
+            torch._foreach_copy_(buffers, list(self.g.buffers()))
+
+    def serving_generator(self) -> nn.Module:
+        """The weights that get evaluated and exported: the EMA when there is one."""
+        return self.ema if self.ema is not None else self.g
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "format": CHECKPOINT_FORMAT, "step": self.step, "total_steps": self.total_steps,
+            "train_seconds": self.train_seconds, "config": self.cfg.to_dict(),
+            "g": self.g.state_dict(), "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_tensor(), "python": _python_rng_list()},
+        }
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.d is not None:
+            state.update(d=self.d.state_dict(), opt_d=self.opt_d.state_dict(), sched_d=self.sched_d.state_dict())
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        self.g.load_state_dict(state["g"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.d is not None:
+            self.d.load_state_dict(state["d"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(("MT19937", rng["numpy"][:-1].numpy().astype(np.uint32), int(rng["numpy"][-1]), 0, 0.0))
+        random.setstate((3, tuple(int(x) for x in rng["python"]), None))
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self) -> Path | None:
+        if not self.is_main:
+            return None
+        d = self.checkpoint_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"step_{self.step:08d}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+        for old in sorted(d.glob("step_*.pt"))[:-max(1, self.cfg.keep_checkpoints)]:
+            old.unlink()
+        return path
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.checkpoint_dir().glob("step_*.pt"))
+        return found[-1] if found else None
+
+    def resume(self, path: Path | None = None) -> bool:
+        path = path or self.latest_checkpoint()
+        if path is None:
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.load_state_dict(state)
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # -- evaluation and export ----------------------------------------------------------------------------
+    def loaded_model(self) -> LoadedModel:
+        name = self.cfg.name if self.cfg.name in SPECS else self.cfg.stage
+        spec = SPECS.get(name, SPECS["srresnet"])
+        return LoadedModel(self.cfg.name, self.cfg.scale, copy.deepcopy(self.serving_generator()).float().eval(),
+                           spec)
+
+    def evaluate(self, folders: list[str], max_images: int = 0) -> dict[str, dict[str, float]]:
+        from model.engine import EngineConfig, Upscaler
+        from model.evaluate import evaluate
+
+        up = Upscaler(self.loaded_model(), EngineConfig(device=str(self.device), precision="fp32", tile=0,
+                                                        channels_last=False))
+        results = {}
+        for folder in folders:
+            r = evaluate(up, folder, max_images=max_images)
+            results[Path(folder).name] = {"psnr_y": round(r["mean"]["psnr_y"], 4),
+                                          "ssim_y": round(r["mean"]["ssim_y"], 4), "images": len(r["images"])}
+        return results
+
+    def export(self, data_summary: dict[str, Any]) -> Path:
+        arch, params = generator_arch(self.cfg)
+        metrics = {"eval": "srgan eval: MATLAB bicubic LR, PSNR/SSIM on Y (BT.601), border = scale, fp32"}
+        if self.cfg.bench:
+            metrics.update(self.evaluate(self.cfg.bench))
+        recipe = {k: v for k, v in self.cfg.to_dict().items() if k not in ("data", "val", "bench", "out",
+                                                                          "progress", "workers")}
+        recipe.update(steps_done=self.step, wall_seconds=round(self.train_seconds, 1),
+                      device=_device_name(self.device), world_size=self.world, amp=self.amp,
+                      ema_exported=self.ema is not None)
+        notes = []
+        if self.init_source:
+            recipe["init"] = self.init_source
+            if self.init_recipe:  # provenance of the starting weights, so the card tells the whole history
+                recipe["init_recipe"] = self.init_recipe
+        if self.cfg.stage == "srgan":
+            recipe["vgg"] = self.vgg_source.description
+            notes.append(f"Content loss network: {self.vgg_source.description}.")
+        card = ModelCard(name=self.cfg.name, arch=arch, scale=self.cfg.scale, arch_params=params,
+                         recipe=recipe, data=data_summary, metrics=metrics, notes=" ".join(notes))
+        path = self.out / f"{self.cfg.name}_x{self.cfg.scale}.safetensors"
+        save_weights(self.serving_generator(), path, card)
+        return path
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _numpy_rng_tensor() -> torch.Tensor:
+    _, keys, pos, *_ = np.random.get_state()
+    return torch.tensor(list(keys.astype(np.int64)) + [pos], dtype=torch.int64)
+
+
+def _python_rng_list() -> torch.Tensor:
+    version, internal, _ = random.getstate()
+    return torch.tensor(list(internal), dtype=torch.int64)
+
+
+def _setup_distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path | None:
+    """Run a whole training stage; returns the exported weights on rank 0."""
+    from tqdm import tqdm
+
+    rank, world = _setup_distributed()
+    trainer = Trainer(cfg, rank=rank, world=world)
+    out = trainer.out
+    paths, skipped = scan_images(cfg.data, cfg.crop)
+    data_summary = {"folders": [str(Path(f)) for f in cfg.data], "images": len(paths),
+                    "skipped_smaller_than_crop": skipped}
+    if trainer.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        log.info("%d training images (%d skipped: smaller than %d px) on %s, amp %s", len(paths), skipped,
+                 cfg.crop, trainer.device, trainer.amp)
+    if resume and not trainer.resume():
+        log.warning("--resume: no checkpoint in %s; starting from step 0", trainer.checkpoint_dir())
+    if world > 1:  # every rank continues from the checkpoint rank 0 sees
+        dist.barrier()
+
+    dataset = RandomCrops(paths, cfg.crop, seed=cfg.seed, cache=cfg.cache_images)
+    loader = make_loader(dataset, StepSampler(trainer.step, cfg.steps, cfg.batch_size, rank, world), cfg.workers,
+                         pin=trainer.device.type == "cuda")
+    metrics_file = (out / "metrics.jsonl").open("a") if trainer.is_main else None
+    bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not (trainer.is_main and cfg.progress),
+               desc=cfg.name, dynamic_ncols=True)
+    run_start, seconds_before, start_step = time.perf_counter(), trainer.train_seconds, trainer.step
+    calibrated = not cfg.time_limit
+    window_start, window_steps = time.perf_counter(), 0
+    sums: dict[str, torch.Tensor] = {}
+
+    def write(row: dict[str, Any]) -> None:
+        if metrics_file:
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+
+    for hr_u8 in loader:
+        if trainer.step >= trainer.total_steps:
+            break
+        losses = trainer.train_step(hr_u8)
+        trainer.train_seconds = seconds_before + time.perf_counter() - run_start
+        window_steps += 1
+        for k, v in losses.items():
+            sums[k] = sums[k] + v if k in sums else v.clone()
+        step = trainer.step
+        if step % cfg.log_every == 0 or step == trainer.total_steps:
+            elapsed = time.perf_counter() - window_start
+            if not calibrated and step > start_step + cfg.log_every:
+                # Fix the schedule's length from the measured speed (after the first, warm-up window) so the
+                # cosine decay ends at the time limit.
+                remaining = max(0.0, cfg.time_limit - trainer.train_seconds)
+                trainer.total_steps = min(cfg.steps, step + int(window_steps / elapsed * remaining))
+                bar.total = trainer.total_steps
+                calibrated = True
+                log.info("time limit %.0f s at %.1f steps/s: training %d steps", cfg.time_limit,
+                         window_steps / elapsed, trainer.total_steps)
+            row = {"step": step, "lr": trainer.opt_g.param_groups[0]["lr"],
+                   "it_s": round(window_steps / max(elapsed, 1e-9), 3), "seconds": round(trainer.train_seconds, 1),
+                   **{k: v.item() / window_steps for k, v in sums.items()}}
+            write(row)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "seconds")})
+            sums, window_steps, window_start = {}, 0, time.perf_counter()
+        bar.update(1)
+        last = step >= trainer.total_steps
+        if trainer.is_main and cfg.val and (step % cfg.val_every == 0 or last):
+            val = trainer.evaluate(cfg.val, cfg.val_max_images)
+            write({"step": step, "val": val})
+            _save_grid(trainer, cfg.val[0], out / "samples" / f"step_{step:08d}.png")
+            log.info("step %d validation: %s", step, val)
+        if step % cfg.ckpt_every == 0 or last:
+            trainer.save_checkpoint()
+        if last:
+            break
+    bar.close()
+    if metrics_file:
+        metrics_file.close()
+    if world > 1:
+        dist.barrier()
+    if not trainer.is_main:
+        return None
+    path = trainer.export(data_summary)
+    try:
+        from training.plots import plot_curves
+
+        plot_curves(out / "metrics.jsonl", out / "curves.png")
+    except ImportError:
+        log.warning("matplotlib is not installed: no loss/PSNR plot")
+    log.info("exported %s", path)
+    return path
+
+
+def _save_grid(trainer: Trainer, folder: str, path: Path) -> None:
+    from training.plots import sample_grid
+
+    sample_grid(trainer.loaded_model(), folder, path, device=trainer.device)
