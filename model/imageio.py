@@ -107,13 +107,10 @@ def _read(source: bytes | str | Path | BinaryIO) -> bytes:
     return source.read()
 
 
-def _png16_header(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, colour type) of a 16-bit PNG with colour or alpha (which Pillow would cut to 8 bits;
-    plain 16-bit grey it reads as I;16), else None."""
+def _png_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) from a PNG's IHDR, else None."""
     if len(data) >= 29 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-        w, h, depth, ctype = struct.unpack(">IIBB", data[16:26])
-        if depth == 16 and ctype in (2, 4, 6):
-            return w, h, ctype
+        return struct.unpack(">IIBB", data[16:26])
     return None
 
 
@@ -136,7 +133,11 @@ def _open(data: bytes) -> Image.Image:
 def probe(source: bytes | str | Path | BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Read format, size and mode from the header; refuse empty or too large images. Decodes nothing."""
     data = _read(source)
-    png16 = _png16_header(data)
+    header = _png_header(data)
+    if header and (header[0] == 0 or header[1] == 0):  # Pillow would not even open it
+        raise EmptyImageError(f"the image has no pixels ({header[0]}x{header[1]})")
+    # 16-bit PNGs with colour or alpha: Pillow would cut them to 8 bits (plain 16-bit grey it reads as I;16).
+    png16 = header if header and header[2] == 16 and header[3] in _PNG16_MODES else None
     im = _open(data)
     fmt = (im.format or "").upper()
     if fmt not in INPUT_FORMATS:
@@ -146,7 +147,7 @@ def probe(source: bytes | str | Path | BinaryIO, max_pixels: int | None = DEFAUL
     if png16:
         w, h = png16[0], png16[1]
     depth = 16 if png16 or im.mode.startswith("I;16") or im.mode == "I" else 8
-    info = ImageInfo(fmt if fmt != "MPO" else "JPEG", w, h, im.mode if not png16 else _PNG16_MODES[png16[2]], depth)
+    info = ImageInfo(fmt if fmt != "MPO" else "JPEG", w, h, im.mode if not png16 else _PNG16_MODES[png16[3]], depth)
     if w <= 0 or h <= 0:
         raise EmptyImageError(f"the image has no pixels ({w}x{h})")
     if max_pixels is not None and w * h > max_pixels:
@@ -277,7 +278,7 @@ def encode(src: DecodedImage, sr: torch.Tensor, fmt: str = "png", quality: int =
     if alpha is not None:
         a8 = alpha if alpha.dtype == np.uint8 else (alpha // 257).astype(np.uint8)
         if fmt == "jpeg":
-            white = Image.new(im.mode, im.size, 255)
+            white = Image.new(im.mode, im.size, "white")
             im = Image.composite(im, white, Image.fromarray(a8, "L"))
         else:
             im.putalpha(Image.fromarray(a8, "L"))
@@ -297,7 +298,7 @@ def _encode_png16(src: DecodedImage, colour: torch.Tensor, alpha: np.ndarray | N
         grey = (_to_grey(colour) * 65535).round_().clamp_(0, 65535).numpy().astype(np.uint16)
         if alpha is None:
             buf = io.BytesIO()
-            Image.fromarray(grey, "I;16").save(buf, "PNG", compress_level=level,
+            Image.fromarray(grey).save(buf, "PNG", compress_level=level,  # uint16 -> mode I;16
                                                **({"icc_profile": src.icc_profile} if src.icc_profile else {}))
             return buf.getvalue()
         planes = [grey[..., None]]

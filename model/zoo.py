@@ -50,7 +50,7 @@ class ModelSpec:
 
 
 SPECS: dict[str, ModelSpec] = {s.name: s for s in [
-    ModelSpec("srresnet", "srresnet", (2, 4), "SRResNet trained with pixel loss: highest PSNR", overlap=24),
+    ModelSpec("srresnet", "srresnet", (2, 4), "SRResNet trained with pixel loss: highest PSNR", overlap=16),
     ModelSpec("srgan", "srresnet", (2, 4), "SRGAN generator trained with perceptual + adversarial loss: "
               "sharpest textures", overlap=24),
     ModelSpec("espcn", "espcn", (2, 3, 4), "ESPCN: small and fast sub-pixel network", overlap=6),
