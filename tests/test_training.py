@@ -145,3 +145,18 @@ def test_shipped_recipes_load():
     paper = load_config("srgan", "srgan_paper")
     assert (paper.steps, paper.lr_milestones, paper.adv_weight, paper.vgg_layer) == (200_000, [100_000], 1e-3, "5_4")
     assert paper.content_scale == pytest.approx(1 / 12.75)
+
+
+def test_a_stopped_run_saves_a_checkpoint_and_resumes(photo_folder, tmp_path):
+    from training.trainer import TrainingStopped
+
+    events = []
+    cfg = tiny("espcn", photo_folder, tmp_path / "run", steps=6, ckpt_every=100, val=[])
+    with pytest.raises(TrainingStopped, match="step 2"):
+        train(cfg, on_event=lambda kind, data: events.append((kind, data["step"])),
+              should_stop=lambda: len(events) >= 1)
+    assert events == [("log", 2)]
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").exists()
+    path = train(cfg, resume=True, on_event=lambda kind, data: events.append((kind, data["step"])))
+    assert load_model("espcn", 4, path=path).card.recipe["steps_done"] == 6
+    assert ("exported", 6) in events and ("checkpoint", 6) in events

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from training.config import STAGES, TrainConfig
@@ -55,8 +56,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from training.trainer import train
 
+    from training.trainer import TrainingStopped
+
     cfg = config_from_args(args)
-    path = train(cfg, resume=args.resume)
+    try:
+        path = train(cfg, resume=args.resume)
+    except TrainingStopped as e:
+        print(f"{e}; continue with the same command and --resume", file=sys.stderr)
+        return 130
     if path is not None:
         print(f"exported {path} (card: {Path(path).with_suffix('.json')})")
     return 0

@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from training.config import TrainConfig
 from training.data import RandomCrops, StepSampler, degrade, make_loader, scan_images
 from training.losses import VGGSource, load_vgg, pixel_loss
 
-__all__ = ["Trainer", "train", "CHECKPOINT_FORMAT"]
+__all__ = ["Trainer", "train", "TrainingStopped", "CHECKPOINT_FORMAT"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -385,8 +386,18 @@ def _setup_distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path | None:
-    """Run a whole training stage; returns the exported weights on rank 0."""
+class TrainingStopped(RuntimeError):
+    """The run was asked to stop (``should_stop``) or interrupted; a checkpoint of the last step was saved."""
+
+
+def train(cfg: TrainConfig, resume: bool = False, on_event: Callable[[str, dict[str, Any]], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> Path | None:
+    """Run a whole training stage; returns the exported weights on rank 0.
+
+    ``on_event(kind, data)`` hears "log" (loss rows), "val" (validation and sample grid), "checkpoint" and
+    "exported"; ``should_stop()`` is asked after every step, and a True answer (or Ctrl-C) saves a checkpoint
+    and raises :class:`TrainingStopped`, so a later ``resume`` continues exactly.
+    """
     from tqdm import tqdm
 
     rank, world = _setup_distributed()
@@ -413,14 +424,48 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path | None:
                desc=cfg.name, dynamic_ncols=True)
     run_start, seconds_before, start_step = time.perf_counter(), trainer.train_seconds, trainer.step
     calibrated = not cfg.time_limit
-    window_start, window_steps = time.perf_counter(), 0
-    sums: dict[str, torch.Tensor] = {}
 
     def write(row: dict[str, Any]) -> None:
         if metrics_file:
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
 
+    def emit(kind: str, data: dict[str, Any]) -> None:
+        if on_event is not None and trainer.is_main:
+            on_event(kind, data)
+
+    try:
+        _loop(trainer, cfg, loader, bar, write, emit, should_stop, run_start, seconds_before, start_step, calibrated)
+    except (KeyboardInterrupt, TrainingStopped) as e:
+        path = trainer.save_checkpoint()
+        bar.close()
+        log.warning("stopped at step %d; checkpoint %s; continue with --resume", trainer.step, path)
+        raise TrainingStopped(f"stopped at step {trainer.step}") from e
+    finally:
+        if metrics_file:
+            metrics_file.close()
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    if not trainer.is_main:
+        return None
+    path = trainer.export(data_summary)
+    try:
+        from training.plots import plot_curves
+
+        plot_curves(out / "metrics.jsonl", out / "curves.png")
+    except ImportError:
+        log.warning("matplotlib is not installed: no loss/PSNR plot")
+    log.info("exported %s", path)
+    emit("exported", {"path": str(path), "step": trainer.step})
+    return path
+
+
+def _loop(trainer: Trainer, cfg: TrainConfig, loader, bar, write, emit, should_stop, run_start: float,
+          seconds_before: float, start_step: int, calibrated: bool) -> None:
+    window_start, window_steps = time.perf_counter(), 0
+    sums: dict[str, torch.Tensor] = {}
+    out = trainer.out
     for hr_u8 in loader:
         if trainer.step >= trainer.total_steps:
             break
@@ -445,6 +490,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path | None:
                    "it_s": round(window_steps / max(elapsed, 1e-9), 3), "seconds": round(trainer.train_seconds, 1),
                    **{k: v.item() / window_steps for k, v in sums.items()}}
             write(row)
+            emit("log", {**row, "total_steps": trainer.total_steps})
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "seconds")})
             sums, window_steps, window_start = {}, 0, time.perf_counter()
         bar.update(1)
@@ -452,31 +498,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path | None:
         if trainer.is_main and cfg.val and (step % cfg.val_every == 0 or last):
             val = trainer.evaluate(cfg.val, cfg.val_max_images)
             write({"step": step, "val": val})
-            _save_grid(trainer, cfg.val[0], out / "samples" / f"step_{step:08d}.png")
+            grid = _save_grid(trainer, cfg.val[0], out / "samples" / f"step_{step:08d}.png")
+            emit("val", {"step": step, "val": val, "samples": str(grid)})
             log.info("step %d validation: %s", step, val)
         if step % cfg.ckpt_every == 0 or last:
-            trainer.save_checkpoint()
+            emit("checkpoint", {"step": step, "path": str(trainer.save_checkpoint())})
         if last:
             break
-    bar.close()
-    if metrics_file:
-        metrics_file.close()
-    if world > 1:
-        dist.barrier()
-    if not trainer.is_main:
-        return None
-    path = trainer.export(data_summary)
-    try:
-        from training.plots import plot_curves
-
-        plot_curves(out / "metrics.jsonl", out / "curves.png")
-    except ImportError:
-        log.warning("matplotlib is not installed: no loss/PSNR plot")
-    log.info("exported %s", path)
-    return path
+        if should_stop is not None and should_stop():
+            raise TrainingStopped("asked to stop")
 
 
-def _save_grid(trainer: Trainer, folder: str, path: Path) -> None:
+def _save_grid(trainer: Trainer, folder: str, path: Path) -> Path:
     from training.plots import sample_grid
 
-    sample_grid(trainer.loaded_model(), folder, path, device=trainer.device)
+    return sample_grid(trainer.loaded_model(), folder, path, device=trainer.device)
