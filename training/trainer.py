@@ -275,8 +275,8 @@ class Trainer:
             self.d.load_state_dict(state["d"])
             self.opt_d.load_state_dict(state["opt_d"])
             self.sched_d.load_state_dict(state["sched_d"])
-        if self.ema is not None and "ema" in state:
-            self.ema.load_state_dict(state["ema"])
+        if self.ema is not None:  # a run that adds an EMA on resume starts it from the resumed weights
+            self.ema.load_state_dict(state.get("ema", state["g"]))
         self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         rng = state["rng"]
