@@ -1,0 +1,78 @@
+"""Settings (and their generated documentation), job bookkeeping helpers and the two storage backends."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from servicekit import ClaimedDB  # noqa: E402
+
+from app.config import Settings, settings_markdown  # noqa: E402
+from worker import jobs as J  # noqa: E402
+from worker.storage import DirStorage, RedisStorage, make_storage  # noqa: E402
+
+
+def test_settings_doc_matches_the_class():
+    doc = (Path(__file__).resolve().parents[1] / "app" / "SETTINGS.md").read_text()
+    assert doc == settings_markdown(), "app/SETTINGS.md is stale: python -m app.config > app/SETTINGS.md"
+    for name in Settings.model_fields:
+        assert f"`SRGAN_{name.upper()}`" in doc
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("SRGAN_WORKER_MODELS", "srresnet, espcn_x4")
+    monkeypatch.setenv("SRGAN_WORKER_TILE", "")
+    monkeypatch.setenv("SRGAN_MAX_QUEUE_DEPTH", "7")
+    monkeypatch.setenv("SRGAN_STORAGE", "dir")
+    s = Settings()
+    assert s.worker_models == ["srresnet", "espcn_x4"] and s.worker_tile is None and s.max_queue_depth == 7
+    with pytest.raises(ValueError, match="SRGAN_STORAGE_DIR"):
+        make_storage(s, None)
+    monkeypatch.setenv("SRGAN_DEFAULT_FORMAT", "gif")
+    with pytest.raises(ValueError):
+        Settings()
+
+
+def test_model_specs_and_ids():
+    assert J.parse_model("espcn_x3", 4) == ("espcn", 3)
+    assert J.parse_model("srresnet", 4) == ("srresnet", 4)
+    ids = {J.new_job_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 22 for i in ids)
+
+
+def test_dir_storage_expires_and_sweeps(tmp_path):
+    st = DirStorage(tmp_path / "blobs")
+    st.put("input", "a", b"hello", ttl_s=60)
+    st.put("result", "b", b"gone", ttl_s=60)
+    assert st.get("input", "a") == b"hello" and st.get_many("result", ["b", "zz"]) == [b"gone", None]
+    past = time.time() - 1
+    os.utime(st.path("result", "b"), (past, past))  # as if its TTL ran out
+    assert st.get("result", "b") is None and not st.path("result", "b").exists()
+    st.put("result", "c", b"old", ttl_s=60)
+    os.utime(st.path("result", "c"), (past, past))
+    assert st.sweep() == 1 and st.get("input", "a") == b"hello"
+    st.delete("input", "a")
+    assert st.get("input", "a") is None
+    with pytest.raises(ValueError):
+        st.path("input", "../etc/passwd")
+
+
+def test_redis_storage_uses_ttls_and_pipelines():
+    db = ClaimedDB()
+    try:
+        st = RedisStorage(db.client, "unit")
+        with db.client.pipeline() as pipe:
+            st.put("input", "x", b"data", ttl_s=30, pipeline=pipe)
+            assert st.get("input", "x") is None  # not before the pipeline runs
+            pipe.execute()
+        assert st.get("input", "x") == b"data" and 0 < db.client.ttl(st.key("input", "x")) <= 30
+        assert st.get_many("input", ["x", "y"]) == [b"data", None]
+        st.delete("input", "x")
+        assert st.get("input", "x") is None and st.sweep() == 0
+    finally:
+        db.release()
