@@ -1,0 +1,125 @@
+"""The batching worker in-process against a real Redis: jobs of one model share one engine call; an image that
+does not fit fails alone; an engine failure fails only the jobs it had not finished."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from servicekit import PrivateRedis, decode_png, direct_upscale, photo, png  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from worker import jobs as J  # noqa: E402
+from worker.service import BatchWorker  # noqa: E402
+from worker.storage import make_storage  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def env():
+    r = PrivateRedis()
+    s = Settings(redis_url=r.url, queue="batch", key_prefix="batch", worker_models=["bicubic"],
+                 worker_metrics_port=0, worker_batch_jobs=8, heartbeat_interval_s=0.2)
+    conn = r.client
+    yield s, conn, J.open_queue(s, conn), make_storage(s, conn)
+    r.stop()
+
+
+def enqueue(s, q, storage, data: bytes, model: str) -> str:
+    from model.imageio import probe
+
+    info = probe(data)
+    meta = {"model": model, "scale": 4, "version_pin": None, "format": "png", "quality": 90,
+            "input": {"format": info.format, "width": info.width, "height": info.height, "mode": info.mode,
+                      "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    job, _ = J.enqueue(q, storage, s, job_id=J.new_job_id(), data=data, meta=meta)
+    return job.id
+
+
+class Recording:
+    """Wraps an engine and records what each ``upscale_iter`` call was given (and can sabotage it)."""
+
+    def __init__(self, up, calls: list, fail_image: int | None = None, crash_after: int | None = None):
+        self.up, self.calls, self.fail_image, self.crash_after = up, calls, fail_image, crash_after
+
+    def __getattr__(self, name):
+        return getattr(self.up, name)
+
+    def upscale_iter(self, images, progress=None):
+        from model.engine import ImageTooLargeError
+
+        self.calls.append((self.up.model.name, len(images)))
+        for n, (i, out) in enumerate(self.up.upscale_iter(images, progress)):
+            if self.crash_after is not None and n == self.crash_after:
+                raise RuntimeError("simulated device failure")
+            yield (i, ImageTooLargeError("simulated: does not fit")) if i == self.fail_image else (i, out)
+
+
+def run(worker: BatchWorker) -> None:
+    worker.work(burst=True)
+
+
+def statuses(q, ids) -> list[tuple[str, str | None]]:
+    views = [J.JobView.from_job(J.fetch_job(q, j)) for j in ids]
+    return [(v.status, (v.error or {}).get("code")) for v in views]
+
+
+def test_jobs_of_one_model_share_one_engine_call(env):
+    s, conn, q, storage = env
+    images = [png(photo(size=(12 + i, 16), top=20 * i)) for i in range(5)]
+    ids = [enqueue(s, q, storage, data, "bicubic" if i < 3 else "espcn") for i, data in enumerate(images)]
+    w = BatchWorker(s, connection=conn, models=["bicubic", "espcn"])
+    calls: list = []
+    w.load_models()
+    w.engines = {k: Recording(up, calls) for k, up in w.engines.items()}
+    run(w)
+    assert sorted(calls) == [("bicubic", 3), ("espcn", 2)]  # one call per model, every job of it inside
+    assert statuses(q, ids) == [("finished", None)] * 5
+    for jid, data in zip(ids[:3], images[:3], strict=True):
+        out = decode_png(storage.get("result", jid))
+        assert (out == direct_upscale(data, "bicubic")).all()
+        assert storage.get("input", jid) is None  # uploads are deleted once their job ends
+    assert int(conn.hget(w.key, "successful_job_count")) == 5  # rq's per-worker counters
+    assert q.finished_job_registry.count == 5 and q.started_job_registry.count == 0
+
+
+def test_an_image_that_cannot_fit_fails_alone(env):
+    s, conn, q, storage = env
+    ids = [enqueue(s, q, storage, png(photo(size=(10, 10 + i))), "bicubic") for i in range(3)]
+    w = BatchWorker(s, connection=conn)
+    w.load_models()
+    calls: list = []
+    w.engines = {k: Recording(up, calls, fail_image=1) for k, up in w.engines.items()}
+    run(w)
+    assert statuses(q, ids) == [("finished", None), ("failed", "image_too_large"), ("finished", None)]
+    assert q.failed_job_registry.get_job_ids() == [ids[1]]
+
+
+def test_an_engine_failure_fails_only_the_unfinished_jobs(env):
+    s, conn, q, storage = env
+    ids = [enqueue(s, q, storage, png(photo(size=(10, 10 + i))), "bicubic") for i in range(3)]
+    w = BatchWorker(s, connection=conn)
+    w.load_models()
+    w.engines = {k: Recording(up, [], crash_after=1) for k, up in w.engines.items()}
+    run(w)
+    got = statuses(q, ids)
+    assert got[0] == ("finished", None) and got[1:] == [("failed", "engine_error")] * 2
+    # the worker survives it: the next job goes through
+    later = enqueue(s, q, storage, png(photo(size=(9, 9))), "bicubic")
+    w2 = BatchWorker(s, connection=conn)
+    run(w2)
+    assert statuses(q, [later]) == [("finished", None)]
+
+
+def test_unknown_or_unserved_models_fail_the_job_not_the_worker(env):
+    s, conn, q, storage = env
+    bad = enqueue(s, q, storage, png(photo(size=(8, 8))), "srgan_nonexistent")
+    ok = enqueue(s, q, storage, png(photo(size=(8, 8))), "bicubic")
+    w = BatchWorker(s, connection=conn)
+    run(w)
+    assert statuses(q, [bad, ok]) == [("failed", "model_unavailable"), ("finished", None)]

@@ -1,0 +1,40 @@
+"""``srgan worker``: one batching worker process (settings from ``SRGAN_*``, a few overridable here)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run one batching worker",
+                       description="Run one worker: loads its models once, takes up to N queued jobs at a time "
+                                   "and batches their tiles through the engine. Settings come from SRGAN_* "
+                                   "environment variables (see app/SETTINGS.md); options here override them.")
+    p.add_argument("--queue", help="rq queue to drain (SRGAN_QUEUE)")
+    p.add_argument("--model", nargs="+", metavar="NAME",
+                   help="models to load at start, NAME or NAME_xSCALE (SRGAN_WORKER_MODELS)")
+    p.add_argument("--redis-url", help="SRGAN_REDIS_URL")
+    p.add_argument("--batch-jobs", type=int, help="most jobs taken at once (SRGAN_WORKER_BATCH_JOBS)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (SRGAN_WORKER_DEVICE)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 for none (SRGAN_WORKER_METRICS_PORT)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=cmd_worker)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from app.config import Settings
+
+    overrides = {k: v for k, v in {"queue": args.queue, "worker_models": args.model, "redis_url": args.redis_url,
+                                   "worker_batch_jobs": args.batch_jobs, "worker_device": args.device,
+                                   "worker_metrics_port": args.metrics_port}.items() if v is not None}
+    return Settings(**overrides)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from worker.service import run_worker
+
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)  # a service logs what it does
+    return run_worker(settings_from_args(args), burst=args.burst)
