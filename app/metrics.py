@@ -1,0 +1,55 @@
+"""The gateway's Prometheus metrics (``GET /metrics``), defined once here.
+
+Names start with ``srgan_`` and carry their unit; labels are small fixed sets (route templates, not paths;
+model names; error codes). The worker's metrics are in ``worker/metrics.py`` on their own port.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["REQUESTS", "REQUEST_SECONDS", "UPLOAD_BYTES", "JOBS_ENQUEUED", "JOBS_REJECTED", "QUEUE_DEPTH",
+           "LIVE_WORKERS", "MetricsMiddleware"]
+
+REQUESTS = Counter("srgan_http_requests_total", "HTTP requests by route template, method and status",
+                   ["route", "method", "status"])
+REQUEST_SECONDS = Histogram("srgan_http_request_duration_seconds", "Time to answer, by route template",
+                            ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                                5, 10, 30, 60))
+UPLOAD_BYTES = Histogram("srgan_upload_bytes", "Size of accepted uploads",
+                         buckets=(1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8))
+JOBS_ENQUEUED = Counter("srgan_jobs_enqueued_total", "Jobs accepted", ["model"])
+JOBS_REJECTED = Counter("srgan_jobs_rejected_total", "Uploads refused, by error code", ["code"])
+QUEUE_DEPTH = Gauge("srgan_queue_depth_jobs", "Jobs waiting in the queue (read at scrape time)")
+LIVE_WORKERS = Gauge("srgan_live_workers", "Workers with a fresh heartbeat (read at scrape time)")
+
+
+class MetricsMiddleware:
+    """Counts and times every request under its route template (``/v1/jobs/{job_id}``), never the raw path."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUESTS.labels(template, scope["method"], str(status)).inc()
+            REQUEST_SECONDS.labels(template).observe(time.perf_counter() - start)

@@ -1,0 +1,145 @@
+"""``POST /v1/upscale``: check an upload cheaply (header only, never a full decode) and queue it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Header, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app import metrics, schemas
+from app.deps import GatewayDep
+from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
+from app.routes.jobs import job_resource, json_response
+from app.service import Gateway
+from worker import jobs as J
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+def reject(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> ApiError:
+    metrics.JOBS_REJECTED.labels(code).inc()
+    return ApiError(status, code, message, headers)
+
+
+def resolve_model(gw: Gateway, spec: str, scale: int) -> tuple[str, int, str | None, dict]:
+    """``name`` or ``name@version`` at ``scale`` -> (name, scale, version pin, catalog row), or a 422."""
+    name, _, pin = spec.partition("@")
+    rows = [r for r in gw.catalog() if r["name"] == name]
+    if not rows:
+        names = sorted({r["name"] for r in gw.catalog()})
+        raise reject(422, "unknown_model", f"unknown model {name!r}; choose one of {', '.join(names)}")
+    row = next((r for r in rows if r["scale"] == scale), None)
+    if row is None:
+        raise reject(422, "unknown_model", f"model {name!r} does not support scale {scale}; supported: "
+                     f"{', '.join(str(r['scale']) for r in rows)}")
+    if not row["has_weights"]:
+        raise reject(422, "model_unavailable", f"model {name!r} x{scale} has no weights yet")
+    if pin:
+        version = row["version"] or ""
+        if len(pin) < 6 or not version.startswith(pin):
+            raise reject(422, "unknown_model_version", f"model {name!r} x{scale} has version "
+                         f"{version[:12]}, not {pin!r} (give at least 6 characters of the sha256)")
+    return name, scale, pin or None, row
+
+
+def check_image(gw: Gateway, data: bytes, scale: int):
+    """Read the header (pixel limits before any decoding) and the PNG chunk structure; return ImageInfo."""
+    from model.imageio import ImageError, probe
+
+    s = gw.settings
+    if not data:
+        raise reject(422, "empty_upload", "the uploaded file is empty (0 bytes)")
+    try:
+        info = probe(data, s.max_input_pixels)
+    except ImageError as e:
+        raise reject(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, str(e)) from None
+    if info.format == "PNG":
+        _verify_png(data)
+    out_px = info.width * info.height * scale * scale
+    if out_px > s.max_output_pixels:
+        raise reject(422, "too_many_output_pixels", f"x{scale} of {info.width}x{info.height} is {out_px:,} output "
+                     f"pixels; the limit is {s.max_output_pixels:,}")
+    return info
+
+
+def _verify_png(data: bytes) -> None:
+    """Walk the PNG's chunks and CRCs without inflating pixels: a truncated upload fails here, not in a worker."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except Exception as e:
+        raise reject(422, "corrupt_image", f"the PNG is truncated or corrupt: {e}") from None
+
+
+@router.post("/upscale", status_code=202, response_model=schemas.Job,
+             responses=responses(409, 413, 415, 422, 429, 503), summary="Queue an image for upscaling",
+             description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
+                         "long-poll with `wait`), then fetch `links.result`.")
+async def upscale(
+    gw: GatewayDep,
+    file: Annotated[UploadFile, File(description="the image: PNG, JPEG, WebP, BMP, TIFF or GIF")],
+    model: Annotated[str | None, Form(description="model name, or `name@sha256-prefix` to pin a version "
+                                                  "(default: SRGAN_DEFAULT_MODEL)", max_length=120)] = None,
+    scale: Annotated[int | None, Form(ge=1, le=8, description="upscaling factor (default: 4)")] = None,
+    format: Annotated[Literal["png", "webp", "jpeg"] | None, Form(description="output format")] = None,
+    quality: Annotated[int | None, Form(ge=1, le=100, description="WebP/JPEG quality")] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200, description="same key + same bytes: the "
+                                                                              "same job")] = None,
+) -> Response:
+    s = gw.settings
+    scale = scale or s.default_scale
+    name, scale, pin, _ = resolve_model(gw, model or s.default_model, scale)
+    data = await file.read(s.max_upload_bytes + 1)
+    if len(data) > s.max_upload_bytes:
+        raise reject(413, "upload_too_large", f"the upload is larger than {s.max_upload_bytes:,} bytes")
+    # Header checks, hashing and the Redis round trips (rq is synchronous) in one hand-off to the thread pool.
+    job, created, position = await run_in_threadpool(
+        accept, gw, data, name=name, scale=scale, pin=pin, fmt=format or s.default_format,
+        quality=quality or s.default_quality, idempotency_key=idempotency_key)
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if created:
+        metrics.UPLOAD_BYTES.observe(len(data))
+        metrics.JOBS_ENQUEUED.labels(name).inc()
+    else:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(job_resource(J.JobView.from_job(job), gw, position), 202, headers)
+
+
+def accept(gw: Gateway, data: bytes, *, name: str, scale: int, pin: str | None, fmt: str, quality: int,
+           idempotency_key: str | None):
+    """Check the upload and queue it (or find the job its idempotency key made). Returns (job, created,
+    position in the queue)."""
+    s = gw.settings
+    info = check_image(gw, data, scale)
+    sha = hashlib.sha256(data).hexdigest()
+    depth = 0
+
+    def admit() -> None:
+        nonlocal depth
+        depth = gw.queue_depth()
+        if depth >= s.max_queue_depth:
+            per_job = J.estimated_seconds_per_job(gw.live_workers()) or 1.0
+            retry = max(1, math.ceil((depth - s.max_queue_depth + 1) * per_job))
+            raise reject(429, "queue_full", f"{depth} jobs are waiting (the limit is {s.max_queue_depth}); "
+                         f"retry in {retry} s", headers={"Retry-After": str(retry)})
+
+    meta = {"model": name, "scale": scale, "version_pin": pin, "format": fmt, "quality": quality,
+            "input": {"format": info.format, "width": info.width, "height": info.height, "mode": info.mode,
+                      "bytes": len(data), "sha256": sha}}
+    try:
+        job, created = J.enqueue(gw.queue, gw.storage, s, job_id=J.new_job_id(), data=data, meta=meta,
+                                 idempotency_key=idempotency_key, admit=admit)
+    except J.IdempotencyConflict as e:
+        raise reject(409, "idempotency_conflict", f"Idempotency-Key was used for job {e.job_id} with other bytes "
+                     "or options; use a new key for a new request") from None
+    if created:
+        gw.live_workers()  # keeps the cached rates behind estimated_wait_s fresh
+        return job, True, depth
+    queued = J.JobView.from_job(job).status == "queued"
+    return job, False, gw.position(job.id) if queued else None
