@@ -9,7 +9,7 @@ import sys
 
 # Modules that add subcommands (each has ``register(subparsers)``); imported lazily so ``srgan --help`` and
 # light commands stay fast.
-COMMAND_MODULES = ["model.commands", "training.commands"]
+COMMAND_MODULES = ["model.commands", "training.commands", "app.commands", "worker.commands"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,66 +57,92 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="benchmarks: engine (model speed) or service (whole stack)")
     bsub = p.add_subparsers(dest="target", required=True, metavar="{engine,service}")
+    from model.compare import register as register_compare
+
+    register_compare(sub)
     from model.bench import register as register_bench_engine
 
     register_bench_engine(bsub)
+    from app.bench_service import register as register_bench_service
+
+    register_bench_service(bsub)
+
+
+_CHUNK = 8  # images decoded and held at once: bounds memory for long input lists
+
+
+def _targets(inputs: list[Path], out: Path, ext: str) -> list[Path]:
+    """Output paths keeping each input's stem; a repeated stem gets _2, _3, ..."""
+    used: set[Path] = set()
+    targets = []
+    for path in inputs:
+        target, n = out / (path.stem + ext), 2
+        while target in used:
+            target, n = out / f"{path.stem}_{n}{ext}", n + 1
+        used.add(target)
+        targets.append(target)
+    return targets
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from model.imageio import DEFAULT_MAX_PIXELS, ImageError, decode, encode
 
     up = engine_from_args(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    ext = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}[args.format]
+    targets = _targets(args.inputs, args.out, {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}[args.format])
+    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     failures = 0
-    decoded, targets = [], []
-    used: set[Path] = set()
-    for path in args.inputs:
+
+    def fail(what: object, error: Exception) -> None:
+        nonlocal failures
+        print(f"error: {what}: {error}", file=sys.stderr)
+        failures += 1
+
+    def load(path: Path):
         try:
-            decoded.append(decode(path.read_bytes(), args.max_pixels or DEFAULT_MAX_PIXELS))
+            return decode(path.read_bytes(), max_pixels)
         except (OSError, ImageError) as e:
-            print(f"error: {path}: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        target = args.out / (path.stem + ext)
-        n = 2
-        while target in used:  # two inputs with the same stem
-            target = args.out / f"{path.stem}_{n}{ext}"
-            n += 1
-        used.add(target)
-        targets.append(target)
+            return e
+
     bar = tqdm(total=0, unit="tile", disable=args.no_progress, desc=f"{up.model.name} x{up.scale}")
-
-    def on_progress(p) -> None:
-        bar.total = p.total
-        bar.n = p.done
-        bar.refresh()
-
-    def save(i: int, sr: torch.Tensor) -> Path:
-        targets[i].write_bytes(encode(decoded[i], sr, args.format, args.quality))
-        return targets[i]
-
-    # Encoding runs in a thread while the next tiles compute (Pillow releases the GIL while encoding).
+    # Decoding and encoding run in threads while tiles compute (Pillow releases the GIL while it works).
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = []
-        for i, result in up.upscale_iter([d.rgb for d in decoded], on_progress):
-            if isinstance(result, Exception):
-                print(f"error: {targets[i]}: {result}", file=sys.stderr)
-                failures += 1
-                continue
-            futures.append(pool.submit(save, i, result))
-        for f in futures:
+        writes = []
+        chunks = [list(range(i, min(i + _CHUNK, len(args.inputs)))) for i in range(0, len(args.inputs), _CHUNK)]
+        pending = [pool.submit(load, args.inputs[i]) for i in chunks[0]] if chunks else []
+        for n, chunk in enumerate(chunks):
+            loaded = [f.result() for f in pending]
+            if n + 1 < len(chunks):
+                pending = [pool.submit(load, args.inputs[i]) for i in chunks[n + 1]]
+            ok = [(i, d) for i, d in zip(chunk, loaded) if not isinstance(d, Exception)]
+            for i, d in zip(chunk, loaded):
+                if isinstance(d, Exception):
+                    fail(args.inputs[i], d)
+            base_done, base_total = bar.n, bar.total
+
+            def on_progress(p, base_done=base_done, base_total=base_total) -> None:
+                bar.total, bar.n = base_total + p.total, base_done + p.done
+                bar.refresh()
+
+            for k, result in up.upscale_iter([d.rgb for _, d in ok], on_progress):
+                i, src = ok[k]
+                if isinstance(result, Exception):
+                    fail(args.inputs[i], result)
+                    continue
+                writes.append((i, pool.submit(lambda t, s, r: t.write_bytes(encode(s, r, args.format, args.quality)),
+                                              targets[i], src, result)))
+        for i, f in writes:
             try:
-                log.info("wrote %s", f.result())
+                f.result()
+                log.info("wrote %s", targets[i])
             except (OSError, ValueError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                failures += 1
+                fail(targets[i], e)
     bar.close()
-    ok = len(args.inputs) - failures
-    print(f"{ok} image(s) written to {args.out}" + (f", {failures} failed" if failures else ""), file=sys.stderr)
+    ok_count = len(args.inputs) - failures
+    print(f"{ok_count} image(s) written to {args.out}" + (f", {failures} failed" if failures else ""),
+          file=sys.stderr)
     return 1 if failures else 0
 
 
