@@ -8,8 +8,6 @@ also a fraction of the roofline.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable
 
@@ -20,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from model.engine import _DTYPES, EngineConfig, Upscaler
 from model.zoo import NoWeightsError, load_model, random_model
 
-__all__ = ["register", "run_bench", "matmul_peak", "flops_per_output_pixel"]
+__all__ = ["run_bench", "matmul_peak", "flops_per_output_pixel"]
 
 
 def _sync(device: torch.device) -> None:
@@ -117,27 +115,3 @@ def run_bench(models: list[str], scale: int = 4, batch: int | None = None, tile:
             log(f"{name:<9} {label:<36} {mp:8.3f} MP/s  {gflops:8.1f} GFLOP/s  "
                 f"{100 * row['roofline_fraction']:5.1f}% of {p} peak  x{row['speedup_vs_fp32_eager']:.2f}")
     return rows
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("engine", help="model-only throughput vs fp32 eager and the roofline")
-    p.add_argument("--models", nargs="+", default=["srresnet", "espcn", "srcnn", "bicubic"])
-    p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--batch", type=int, help="tiles per forward (default: the engine's)")
-    p.add_argument("--tile", type=int, help="tile size in input pixels (default: the engine's)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    p.add_argument("--precisions", nargs="*", default=[], help="extra precisions to time (fp32, bf16, fp16)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile")
-    p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    p.set_defaults(func=cmd_bench_engine)
-
-
-def cmd_bench_engine(args: argparse.Namespace) -> int:
-    import sys
-
-    rows = run_bench(args.models, args.scale, args.batch, args.tile, args.device, args.seconds, args.compile,
-                     args.precisions, log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    return 0

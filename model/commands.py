@@ -55,15 +55,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_options(p, tile_default=0, precision_default="fp32")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("compare", help="side-by-side picture of models on one crop of an HR image")
+    p.add_argument("image", type=Path, help="HR image (it is downscaled with bicubic first)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output PNG")
+    p.add_argument("--models", nargs="+", default=["bicubic", "espcn", "srresnet", "srgan"])
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--crop", type=int, nargs=3, metavar=("TOP", "LEFT", "SIZE"), help="crop of the HR image")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("bench", help="benchmarks: engine (model speed) or service (whole stack)")
     bsub = p.add_subparsers(dest="target", required=True, metavar="{engine,service}")
-    from model.compare import register as register_compare
-
-    register_compare(sub)
-    from model.bench import register as register_bench_engine
-
-    register_bench_engine(bsub)
-    from app.bench_service import register as register_bench_service
+    p = bsub.add_parser("engine", help="model-only throughput vs fp32 eager and the roofline")
+    p.add_argument("--models", nargs="+", default=["srresnet", "espcn", "srcnn", "bicubic"])
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--batch", type=int, help="tiles per forward (default: the engine's)")
+    p.add_argument("--tile", type=int, help="tile size in input pixels (default: the engine's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    p.add_argument("--precisions", nargs="*", default=[], help="extra precisions to time (fp32, bf16, fp16)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    p.set_defaults(func=cmd_bench_engine)
+    from app.bench_service import register as register_bench_service  # argparse only: cheap to import
 
     register_bench_service(bsub)
 
@@ -164,4 +177,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"  {'mean':<24} PSNR-Y {r['mean']['psnr_y']:7.3f} dB   SSIM-Y {r['mean']['ssim_y']:.4f}")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from model.compare import comparison
+
+    comparison(args.image, args.models, args.scale, args.crop).save(args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench_engine(args: argparse.Namespace) -> int:
+    from model.bench import run_bench
+
+    rows = run_bench(args.models, args.scale, args.batch, args.tile, args.device, args.seconds, args.compile,
+                     args.precisions, log=(lambda line: print(line, file=sys.stderr)) if args.json else print)
+    if args.json:
+        print(json.dumps(rows, indent=2))
     return 0

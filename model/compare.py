@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ from model.imageio import decode
 from model.quality import psnr_y
 from model.zoo import load_model
 
-__all__ = ["comparison", "register"]
+__all__ = ["comparison"]
 
 
 def comparison(hr_path: Path, models: list[str], scale: int = 4, crop: tuple[int, int, int] | None = None,
@@ -49,13 +48,3 @@ def comparison(hr_path: Path, models: list[str], scale: int = 4, crop: tuple[int
         if label:
             draw.text((x + 4, size + 3), title, fill=(0, 0, 0))
     return canvas
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="side-by-side picture of models on one crop of an HR image")
-    p.add_argument("image", type=Path, help="HR image (it is downscaled with bicubic first)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output PNG")
-    p.add_argument("--models", nargs="+", default=["bicubic", "espcn", "srresnet", "srgan"])
-    p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--crop", type=int, nargs=3, metavar=("TOP", "LEFT", "SIZE"), help="crop of the HR image")
-    p.set_defaults(func=lambda a: comparison(a.image, a.models, a.scale, a.crop).save(a.out) or 0)
