@@ -167,14 +167,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for folder in args.data:
         def show(row: dict) -> None:
             if not args.json:
-                print(f"  {row['image']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}")
+                print(f"  {row['image']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}   "
+                      f"HF {row['hf_ratio']:.3f}")
 
         if not args.json:
             print(f"{folder.name}: {up.model.name} x{up.scale} ({up.precision}, {up.device})")
         r = evaluate(up, folder, on_image=show)
         results.append(r)
         if not args.json:
-            print(f"  {'mean':<24} PSNR-Y {r['mean']['psnr_y']:7.3f} dB   SSIM-Y {r['mean']['ssim_y']:.4f}")
+            print(f"  {'mean':<24} PSNR-Y {r['mean']['psnr_y']:7.3f} dB   SSIM-Y {r['mean']['ssim_y']:.4f}   "
+                  f"HF {r['mean']['hf_ratio']:.3f}")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0

@@ -14,7 +14,7 @@ import torch
 from model.engine import EngineConfig, Upscaler
 from model.imageio import decode
 from model.imresize import imresize
-from model.quality import psnr_y, ssim_y
+from model.quality import hf_energy_ratio, psnr_y, ssim_y
 from model.zoo import LoadedModel
 
 __all__ = ["list_images", "make_lr", "evaluate", "IMAGE_SUFFIXES"]
@@ -56,12 +56,13 @@ def evaluate(model: LoadedModel | Upscaler, folder: str | Path, *, config: Engin
             hr = (hr * 255).round_().to(torch.uint8)
             hr, lr = make_lr(hr, scale)
         sr = up.upscale([lr])[0]
-        row = {"image": path.name, "psnr_y": psnr_y(sr, hr, scale), "ssim_y": ssim_y(sr, hr, scale)}
+        row = {"image": path.name, "psnr_y": psnr_y(sr, hr, scale), "ssim_y": ssim_y(sr, hr, scale),
+               "hf_ratio": hf_energy_ratio(sr, hr, scale)}
         rows.append(row)
         if on_image:
             on_image(row)
     if not rows:
         raise FileNotFoundError(f"no images in {folder}")
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_y", "ssim_y")}
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_y", "ssim_y", "hf_ratio")}
     return {"set": Path(folder).name, "model": up.model.name, "version": up.model.version, "scale": scale,
             "border": scale, "images": rows, "mean": mean}

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["rgb_to_y", "psnr_y", "ssim_y", "shave"]
+__all__ = ["rgb_to_y", "psnr_y", "ssim_y", "shave", "hf_energy_ratio"]
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
@@ -54,3 +54,22 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int = 0) -> float:
     cov = F.conv2d(a * b, win) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return ssim_map.mean().item()
+
+
+def hf_energy_ratio(sr: torch.Tensor, hr: torch.Tensor, border: int = 0, sigma: float = 1.5) -> float:
+    """High-frequency energy of SR relative to HR, on Y: ||Y - blur(Y)||^2 of SR over that of HR.
+
+    1.0 means as much fine detail as the ground truth; blurry outputs (bicubic, pixel-loss models) score well
+    below 1, perceptual/GAN outputs closer to 1 (or above, with artefacts). ``blur`` is a Gaussian of ``sigma``.
+    """
+    size = int(2 * round(3 * sigma) + 1)
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = (g / g.sum())
+    win = (g[:, None] * g[None, :])[None, None]
+
+    def energy(img: torch.Tensor) -> float:
+        y = shave(rgb_to_y(img), border)[None, None]
+        return float(((y[..., size // 2:-(size // 2), size // 2:-(size // 2)] - F.conv2d(y, win)) ** 2).sum())
+
+    return energy(sr) / max(energy(hr), 1e-12)

@@ -42,5 +42,5 @@ def test_eval_command_json(photo_folder, capsys):
 
     assert main(["eval", "--model", "bicubic", "--data", str(photo_folder), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["mean"]) == {"psnr_y", "ssim_y"} and len(out["images"]) == 3
+    assert {"psnr_y", "ssim_y", "hf_ratio"} == set(out["mean"]) and len(out["images"]) == 3
     assert 15 < out["mean"]["psnr_y"] < 40
