@@ -37,6 +37,14 @@ def test_learned_models_beat_bicubic_on_real_photos(photo_folder):
         assert evaluate(load_model(name, 4), photo_folder)["mean"]["psnr_y"] > bicubic + 0.3, name
 
 
+def test_srgan_is_sharper_than_srresnet_and_still_faithful(photo_folder):
+    # The point of the adversarial stage: more high-frequency energy than the MSE/L1-trained SRResNet
+    # (which smooths), without giving up fidelity to the point of losing to bicubic.
+    rows = {name: evaluate(load_model(name, 4), photo_folder)["mean"] for name in ("srgan", "srresnet", "bicubic")}
+    assert rows["srgan"]["hf_ratio"] > 1.3 * rows["srresnet"]["hf_ratio"]
+    assert rows["srgan"]["psnr_y"] > rows["bicubic"]["psnr_y"]
+
+
 def test_eval_command_json(photo_folder, capsys):
     from app.cli import main
 

@@ -160,3 +160,20 @@ def test_a_stopped_run_saves_a_checkpoint_and_resumes(photo_folder, tmp_path):
     path = train(cfg, resume=True, on_event=lambda kind, data: events.append((kind, data["step"])))
     assert load_model("espcn", 4, path=path).card.recipe["steps_done"] == 6
     assert ("exported", 6) in events and ("checkpoint", 6) in events
+
+
+def test_network_interpolation_blends_parameters_and_records_it(tmp_path):
+    from model.weights import WeightsError, load_weights
+    from model.zoo import find_weights
+    from training.interpolate import interpolate
+
+    adv, psnr = find_weights("srgan", 4), find_weights("srresnet", 4)
+    card = interpolate(adv, psnr, 0.25, tmp_path / "blend.safetensors")
+    blend, _ = load_weights(tmp_path / "blend.safetensors")
+    a, p = load_weights(adv)[0].state_dict(), load_weights(psnr)[0].state_dict()
+    for name, w in blend.state_dict().items():
+        if w.is_floating_point():
+            assert torch.allclose(w, 0.25 * a[name] + 0.75 * p[name], atol=1e-6), name
+    assert card.recipe["interpolation"]["alpha"] == 0.25 and card.sha256 != load_weights(adv)[1].sha256
+    with pytest.raises(WeightsError, match="cannot interpolate"):
+        interpolate(adv, find_weights("espcn", 4), 0.5, tmp_path / "nonsense.safetensors")

@@ -33,6 +33,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("interpolate", help="blend an SRGAN generator with its SRResNet (network interpolation)",
+                       description="Write ALPHA x ADVERSARIAL + (1 - ALPHA) x PSNR as new weights with an amended "
+                                   "card: less of the adversarial run's artefacts, most of its sharpness.")
+    p.add_argument("adversarial", help="the SRGAN generator (.safetensors beside its card)")
+    p.add_argument("psnr", help="the PSNR-oriented generator it started from (the SRResNet)")
+    p.add_argument("--alpha", type=float, required=True, help="weight of the adversarial generator, 0..1")
+    p.add_argument("-o", "--out", required=True, help="output .safetensors (the card goes beside it)")
+    p.add_argument("--bench", nargs="*", default=[], help="HR folders scored into the new card")
+    p.set_defaults(func=cmd_interpolate)
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from training.interpolate import interpolate
+
+    card = interpolate(args.adversarial, args.psnr, args.alpha, args.out, args.bench)
+    print(f"wrote {Path(args.out).with_suffix('.safetensors')} (sha256 {card.sha256[:12]}): "
+          + ", ".join(f"{k} {v['psnr_y']:.2f} dB" for k, v in card.metrics.items() if isinstance(v, dict)))
+    return 0
+
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from training.config import load_config
