@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import errors
 from app.config import Settings, get_settings
 from app.metrics import MetricsMiddleware
-from app.routes import health, jobs, models, upscale
+from app.routes import health, jobs, models, ui, upscale
 from app.service import Gateway
 
 __all__ = ["create_app"]
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Image super-resolution: POST an image, get a job, fetch the upscaled result. "
                               "Every error is `{\"error\": {\"code\", \"message\"}}`.")
     errors.install(app)
-    for r in (upscale.router, jobs.router, models.router, health.router):
+    for r in (upscale.router, jobs.router, models.router, health.router, ui.router):
         app.include_router(r)
     app.add_middleware(UploadGuard, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware)
