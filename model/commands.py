@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 def add_engine_options(p: argparse.ArgumentParser, *, tile_default: int | None = None,
                        precision_default: str = "auto") -> None:
-    p.add_argument("--model", "-m", default="srresnet", help="model name (default: srresnet)")
+    p.add_argument("--model", "-m", default="srresnet",
+                   help="model name, or NAME@VERSION for a registered version (default: srresnet, active version)")
     p.add_argument("--scale", "-s", type=int, default=4, help="upscaling factor (default: 4)")
     p.add_argument("--weights", type=Path, help="weights file to use instead of the model's default")
     p.add_argument("--tile", type=int, default=tile_default,
@@ -31,7 +32,8 @@ def engine_from_args(args: argparse.Namespace):
     from model.engine import EngineConfig, Upscaler
     from model.zoo import load_model
 
-    model = load_model(args.model, args.scale, path=args.weights)
+    name, _, version = args.model.partition("@")
+    model = load_model(name, args.scale, path=args.weights, version=version or None)
     cfg = EngineConfig(device=args.device, precision=args.precision, tile=args.tile, overlap=args.overlap,
                        batch_size=args.batch_size, compile=args.compile)
     return Upscaler(model, cfg)

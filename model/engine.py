@@ -148,6 +148,7 @@ class Upscaler:
 
     def describe(self) -> dict:
         return {"model": self.model.name, "scale": self.scale, "version": self.model.version,
+                "version_number": self.model.version_number,
                 "device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
                 "tile": self.tile, "overlap": self.overlap, "batch_size": self.batch_size}
 

@@ -1,9 +1,12 @@
 """Model lookup by name, used by every caller (CLI, worker, training evaluation, gateway).
 
 A served model is a name (``srresnet``, ``srgan``, ``espcn``, ``srcnn``, ``bicubic``, ``bilinear``,
-``nearest``) and a scale. Learned models need weights ``NAME_xSCALE.safetensors`` (with its card) in one of
-the weights folders: ``$SRGAN_WEIGHTS_DIR`` (a path list) first, then the weights shipped in ``model/weights``.
-A learned model without weights is reported as such, never run with random weights.
+``nearest``) and a scale. Learned models have versions (``model/registry.py``): version 1 is
+``NAME_xSCALE.safetensors`` (with its card) in one of the weights folders, ``$SRGAN_WEIGHTS_DIR`` (a path list)
+first, then the weights shipped in ``model/weights``; later versions are registered in the models directory.
+``load_model(name, scale)`` loads the *active* version (or a pinned one), so the command line and the workers
+run the same weights; an explicit ``path`` (or ``dirs``) bypasses the registry. A learned model without
+weights is reported as such, never run with random weights.
 """
 
 from __future__ import annotations
@@ -74,11 +77,16 @@ class LoadedModel:
     spec: ModelSpec
     card: ModelCard | None = None
     path: Path | None = None
+    version_number: int | None = None  # the registry's version (None: weightless, or loaded from a path)
 
     @property
     def version(self) -> str:
         """What exactly computes the output: the weights' sha256, or 'builtin' for interpolation."""
         return self.card.sha256 if self.card else "builtin"
+
+    @property
+    def sha256(self) -> str:
+        return self.version
 
 
 def weights_dirs() -> list[Path]:
@@ -104,12 +112,23 @@ def _spec(name: str, scale: int) -> ModelSpec:
     return spec
 
 
-def load_model(name: str, scale: int = 4, *, path: str | Path | None = None,
-               dirs: list[Path] | None = None) -> LoadedModel:
-    """Look a model up by name and scale and load it (weights from ``path`` if given)."""
+def load_model(name: str, scale: int = 4, *, path: str | Path | None = None, dirs: list[Path] | None = None,
+               version: int | str | None = None, registry=None) -> LoadedModel:
+    """Look a model up by name and scale and load it.
+
+    Weights come from ``path`` if given, else from the first of ``dirs`` that has them, else from the registry
+    (``registry``, default ``model.registry.default_registry()``): ``version`` (a number or a sha256 prefix)
+    when given, otherwise the active version.
+    """
     spec = _spec(name, scale)
     if spec.weightless:
+        if version not in (None, ""):
+            raise UnknownModelError(f"model {name!r} is an interpolation without weights: it has no versions")
         return LoadedModel(name, scale, Interpolation(scale=scale, **spec.arch_params).eval(), spec)
+    if path is None and dirs is None:
+        from model.registry import default_registry
+
+        return (registry or default_registry()).load(name, scale, version)
     wpath = Path(path) if path else find_weights(name, scale, dirs)
     if wpath is None:
         where = ", ".join(str(d) for d in (dirs if dirs is not None else weights_dirs()))
@@ -121,7 +140,12 @@ def load_model(name: str, scale: int = 4, *, path: str | Path | None = None,
 
 
 def list_models(dirs: list[Path] | None = None) -> list[dict[str, Any]]:
-    """Every (model, scale) that can be asked for, with whether it has weights."""
+    """Every (model, scale) that can be asked for, with whether it has weights (the active version's, unless
+    ``dirs`` names the folders to look in)."""
+    if dirs is None:
+        from model.registry import default_registry
+
+        return default_registry().catalog()
     rows = []
     for spec in SPECS.values():
         for scale in spec.scales:

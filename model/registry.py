@@ -1,0 +1,669 @@
+"""Versions of every learned model, the active version of each, and the quality gate a new version must pass.
+
+A *series* is one model name at one scale (``espcn_x4``). Its versions are numbered 1, 2, 3, ...: version 1 is
+the weights found in the weights folders (``$SRGAN_WEIGHTS_DIR``, then the shipped ``model/weights``), used
+in place and never copied; uploaded and trained versions start at 2. This module is the only code that knows
+the layout of the models directory (``$SRGAN_MODELS_DIR``, default ``$XDG_DATA_HOME/srgan/models``)::
+
+    espcn_x4/                      one folder per series
+      v2/espcn_x4.safetensors      the weights of version 2 ...
+      v2/espcn_x4.json             ... their model card, as uploaded or exported (sha256 filled in)
+      v2/version.json              the registration: source, created, by whom, gate score, training run
+      ACTIVE.json                  durable copy of the series' activation stack (see below)
+      events.jsonl                 audit log: registered, promoted, rolled back; by whom and when
+    .incoming-*/                   uploads being checked; renamed into place once accepted
+
+Which version serves is an *activation stack* per series: promoting pushes a version, rolling back pops the
+top, the top is active; an empty stack means version 1 (when it exists). Where the stack lives is an
+:class:`ActivePointer`: :class:`FilePointer` keeps it in ``ACTIVE.json`` (what ``srgan upscale`` reads); the
+service keeps it in Redis (``worker/registry.py``), mirrored into the same files, so the command line and the
+workers agree and a Redis restart loses nothing.
+
+A new version is accepted only if its card and weights agree (``model.weights.load_weights``), its
+architecture is the model's, a forward pass on a small input gives finite pixels of the right size, and its
+PSNR-Y on the gate set (``model/gate``, or any folder of HR images) is no worse than the active version's
+(or bicubic's, when none is active) minus a tolerance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from model.weights import ModelCard, WeightsError, load_card, sha256_file
+
+__all__ = ["Registry", "RegistryError", "VersionRecord", "ActivePointer", "FilePointer", "Change", "match_pin",
+           "models_dir", "default_registry", "series_id", "GATE_DIR", "SHIPPED_VERSION", "SOURCES"]
+
+log = logging.getLogger(__name__)
+
+GATE_DIR = Path(__file__).resolve().parent / "gate"
+SHIPPED_VERSION = 1
+SOURCES = ("shipped", "uploaded", "trained")
+_STACK_LIMIT = 100  # activations remembered per series (rollback depth)
+_SMOKE_SIDE = 24  # LR side of the smoke-test input
+
+
+class RegistryError(ValueError):
+    """A refused registry operation. ``code`` is stable (the API's error code); the message is for people."""
+
+    def __init__(self, code: str, message: str, **details: Any):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def utcnow_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def models_dir() -> Path:
+    """``$SRGAN_MODELS_DIR``, else ``$XDG_DATA_HOME/srgan/models`` (``~/.local/share/srgan/models``)."""
+    env = os.environ.get("SRGAN_MODELS_DIR", "").strip()
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "srgan" / "models"
+
+
+def series_id(name: str, scale: int) -> str:
+    return f"{name}_x{int(scale)}"
+
+
+# -- where the active version is kept ----------------------------------------------------------------------
+
+class ActivePointer(Protocol):
+    def stack(self, series: str) -> list[int]:
+        """The series' activation stack, oldest first (empty: never promoted)."""
+
+    def active_map(self) -> dict[str, int]:
+        """Top of every non-empty stack: series -> active version."""
+
+    def update(self, series: str, change: Callable[[list[int]], list[int]], event: dict[str, Any]) -> list[int]:
+        """Replace the stack by ``change(stack)`` atomically and tell whoever listens (``event`` describes
+        it); returns the new stack."""
+
+
+class FilePointer:
+    """Activation stacks in ``ACTIVE.json`` files of the models directory (flock-serialised writers)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _path(self, series: str) -> Path:
+        return self.root / series / "ACTIVE.json"
+
+    def stack(self, series: str) -> list[int]:
+        try:
+            data = json.loads(self._path(series).read_text())
+            return [int(v) for v in data.get("stack", [])]
+        except FileNotFoundError:
+            return []
+        except (ValueError, TypeError, AttributeError) as e:
+            log.warning("%s is unreadable (%s); treating %s as never promoted", self._path(series), e, series)
+            return []
+
+    def active_map(self) -> dict[str, int]:
+        out = {}
+        if self.root.is_dir():
+            for d in self.root.iterdir():
+                if d.is_dir() and not d.name.startswith("."):
+                    stack = self.stack(d.name)
+                    if stack:
+                        out[d.name] = stack[-1]
+        return out
+
+    def write(self, series: str, stack: list[int], event: dict[str, Any] | None = None) -> None:
+        path = self._path(series)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = {"series": series, "active": stack[-1] if stack else None, "stack": stack[-_STACK_LIMIT:],
+                "updated": utcnow_iso(), "by": (event or {}).get("by")}
+        tmp = path.with_name(f".ACTIVE.{secrets.token_hex(4)}.tmp")
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        tmp.replace(path)
+
+    @contextlib.contextmanager
+    def locked(self, series: str) -> Iterator[None]:
+        lock = self.root / series / ".lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def update(self, series: str, change: Callable[[list[int]], list[int]], event: dict[str, Any]) -> list[int]:
+        with self.locked(series):
+            stack = change(self.stack(series))
+            self.write(series, stack, event)
+        return stack
+
+
+# -- records -----------------------------------------------------------------------------------------------
+
+@dataclass
+class VersionRecord:
+    """One version of a series: what it is, where it came from, how it scored, who promoted it."""
+
+    name: str
+    scale: int
+    version: int
+    arch: str
+    sha256: str
+    source: str  # shipped | uploaded | trained
+    created: str
+    path: Path
+    card: ModelCard
+    registered_by: str | None = None
+    registered_at: str | None = None
+    run: str | None = None  # training run id (source "trained")
+    gate: dict[str, Any] | None = None
+    notes: str = ""
+    promoted_by: str | None = None
+    promoted_at: str | None = None
+
+    @property
+    def series(self) -> str:
+        return series_id(self.name, self.scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "scale": self.scale, "version": self.version, "arch": self.arch,
+                "sha256": self.sha256, "source": self.source, "created": self.created,
+                "registered_by": self.registered_by, "registered_at": self.registered_at, "run": self.run,
+                "promoted_by": self.promoted_by, "promoted_at": self.promoted_at, "notes": self.notes,
+                "metrics": {**{k: v for k, v in self.card.metrics.items() if k != "eval"},
+                            **({"gate": self.gate} if self.gate else {})},
+                "num_params": self.card.num_params, "path": str(self.path)}
+
+
+@dataclass
+class Change:
+    """What a promotion or rollback did."""
+
+    record: VersionRecord
+    previous: int | None
+    changed: bool
+    stack: list[int] = field(default_factory=list)
+
+
+# -- the registry ------------------------------------------------------------------------------------------
+
+class Registry:
+    """The versions of every series in ``root`` and their activation (see the module docstring).
+
+    Args:
+        root: the models directory (default: :func:`models_dir`).
+        pointer: where activation stacks live (default: :class:`FilePointer` on ``root``).
+        weights_dirs: where version 1 is looked for (default: ``model.zoo.weights_dirs()``).
+        gate_dir: HR images of the quality gate (default: the shipped ``model/gate``).
+        gate_tolerance_db: how much lower than the active version's PSNR-Y a new version may score.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, pointer: ActivePointer | None = None,
+                 weights_dirs: list[Path] | None = None, gate_dir: str | Path | None = None,
+                 gate_tolerance_db: float = 0.1):
+        self.root = Path(root) if root is not None else models_dir()
+        self.files = FilePointer(self.root)
+        self.pointer: ActivePointer = pointer if pointer is not None else self.files
+        self.weights_dirs = weights_dirs
+        self.gate_dir = Path(gate_dir) if gate_dir else GATE_DIR
+        self.gate_tolerance_db = float(gate_tolerance_db)
+        self._scores: dict[tuple, dict[str, Any]] = {}  # (name, scale, sha256, gate fingerprint) -> score
+        self._score_lock = threading.Lock()
+
+    # -- reading -------------------------------------------------------------------------------------------
+    @staticmethod
+    def spec(name: str, scale: int):
+        from model.zoo import _spec
+
+        return _spec(name, scale)
+
+    def _learned(self, name: str, scale: int):
+        spec = self.spec(name, scale)
+        if spec.weightless:
+            raise RegistryError("weightless_model", f"{name} is an interpolation without weights: it has no "
+                                "versions")
+        return spec
+
+    def _shipped(self, name: str, scale: int) -> VersionRecord | None:
+        from model.zoo import find_weights
+
+        path = find_weights(name, scale, self.weights_dirs)
+        if path is None:
+            return None
+        try:
+            card = load_card(path)
+        except WeightsError as e:
+            log.warning("version 1 of %s is unusable: %s", series_id(name, scale), e)
+            return None
+        return VersionRecord(name, scale, SHIPPED_VERSION, card.arch, card.sha256, "shipped", card.created,
+                             path, card)
+
+    def _registered(self, name: str, scale: int, version: int, vdir: Path) -> VersionRecord | None:
+        try:
+            reg = json.loads((vdir / "version.json").read_text())
+            path = vdir / f"{series_id(name, scale)}.safetensors"
+            card = load_card(path)
+        except (OSError, ValueError, WeightsError) as e:
+            log.warning("skipping %s: %s", vdir, e)
+            return None
+        return VersionRecord(name, scale, version, card.arch, card.sha256, reg.get("source", "uploaded"),
+                             card.created or reg.get("registered_at", ""), path, card,
+                             registered_by=reg.get("registered_by"), registered_at=reg.get("registered_at"),
+                             run=reg.get("run"), gate=reg.get("gate"), notes=reg.get("notes", ""))
+
+    def _version_dirs(self, name: str, scale: int) -> dict[int, Path]:
+        d = self.root / series_id(name, scale)
+        out = {}
+        if d.is_dir():
+            for v in d.iterdir():
+                if v.name.startswith("v") and v.name[1:].isdigit() and (v / "version.json").exists():
+                    out[int(v.name[1:])] = v
+        return out
+
+    def versions(self, name: str, scale: int) -> list[VersionRecord]:
+        """Every version of the series, oldest first, with who promoted each last and when."""
+        self._learned(name, scale)
+        records = []
+        shipped = self._shipped(name, scale)
+        if shipped is not None:
+            records.append(shipped)
+        for n, vdir in sorted(self._version_dirs(name, scale).items()):
+            rec = self._registered(name, scale, n, vdir)
+            if rec is not None:
+                records.append(rec)
+        promoted = {}
+        for ev in self.events(name, scale):
+            if ev.get("action") in ("promote", "rollback") and ev.get("version") is not None:
+                promoted[int(ev["version"])] = ev
+        for rec in records:
+            ev = promoted.get(rec.version)
+            if ev is not None:
+                rec.promoted_by, rec.promoted_at = ev.get("by"), ev.get("at")
+        return records
+
+    def version(self, name: str, scale: int, version: int) -> VersionRecord:
+        self._learned(name, scale)
+        version = int(version)
+        if version == SHIPPED_VERSION:
+            rec = self._shipped(name, scale)
+        else:
+            vdir = self._version_dirs(name, scale).get(version)
+            rec = self._registered(name, scale, version, vdir) if vdir is not None else None
+        if rec is None:
+            have = ", ".join(str(r.version) for r in self.versions(name, scale)) or "none"
+            raise RegistryError("unknown_version", f"{series_id(name, scale)} has no version {version} "
+                                f"(versions: {have})")
+        return rec
+
+    def find(self, name: str, scale: int, pin: int | str) -> VersionRecord:
+        """A version by number, or by a prefix of its sha256 (at least 6 hex digits, unambiguous)."""
+        records = {r.version: r for r in self.versions(name, scale)}
+        version = match_pin({v: r.sha256 for v, r in records.items()}, pin)
+        if version is None:
+            raise RegistryError("unknown_version", f"{series_id(name, scale)} has no version {pin!r} (versions: "
+                                f"{', '.join(map(str, records)) or 'none'}; give a version number, or at least 6 "
+                                "hex digits of its sha256)")
+        return records[version]
+
+    def default_version(self, name: str, scale: int) -> int | None:
+        return SHIPPED_VERSION if self._shipped(name, scale) is not None else None
+
+    def history(self, name: str, scale: int) -> list[int]:
+        """The activation stack, oldest first, as the service sees it (version 1 at the bottom when it was the
+        default before the first promotion)."""
+        stack = self.pointer.stack(series_id(name, scale))
+        return stack or ([d] if (d := self.default_version(name, scale)) is not None else [])
+
+    def active_version(self, name: str, scale: int, active_map: dict[str, int] | None = None) -> int | None:
+        """The version that serves ``name`` x``scale`` (None: nothing to serve)."""
+        sid = series_id(name, scale)
+        if active_map is not None:
+            v = active_map.get(sid)
+        else:
+            stack = self.pointer.stack(sid)
+            v = stack[-1] if stack else None
+        return v if v is not None else self.default_version(name, scale)
+
+    def active(self, name: str, scale: int) -> VersionRecord | None:
+        v = self.active_version(name, scale)
+        return None if v is None else self.version(name, scale, v)
+
+    def resolve(self, name: str, scale: int, pin: int | str | None = None) -> VersionRecord:
+        """The version to run: ``pin`` if given, else the active one. Raises NoWeightsError when neither."""
+        if pin is not None and str(pin) != "":
+            return self.find(name, scale, pin)
+        rec = self.active(name, scale)
+        if rec is None:
+            from model.zoo import NoWeightsError
+
+            raise NoWeightsError(f"model {name!r} x{scale} has no weights: nothing in "
+                                 f"{self.root / series_id(name, scale)} is active and no {series_id(name, scale)}"
+                                 ".safetensors is in the weights folders")
+        return rec
+
+    def load(self, name: str, scale: int, pin: int | str | None = None, record: VersionRecord | None = None):
+        """``model.zoo.LoadedModel`` of the pinned (else active) version, its ``version_number`` set."""
+        from model.zoo import load_model
+
+        rec = record or self.resolve(name, scale, pin)
+        loaded = load_model(name, scale, path=rec.path)
+        loaded.version_number = rec.version
+        return loaded
+
+    def catalog(self, active_map: dict[str, int] | None = None) -> list[dict[str, Any]]:
+        """Every (model, scale) that can be asked for: whether it has weights, its active version and sha256,
+        and every version's sha256."""
+        from model.zoo import SPECS
+
+        rows = []
+        active_map = self.pointer.active_map() if active_map is None else active_map
+        for spec in SPECS.values():
+            for scale in spec.scales:
+                row = {"name": spec.name, "scale": scale, "arch": spec.arch, "description": spec.description,
+                       "weightless": spec.weightless, "has_weights": spec.weightless, "version": None,
+                       "sha256": "builtin" if spec.weightless else None, "versions": {}, "path": None}
+                if not spec.weightless:
+                    records = {r.version: r for r in self.versions(spec.name, scale)}
+                    active = self.active_version(spec.name, scale, active_map)
+                    row["versions"] = {v: r.sha256 for v, r in records.items()}
+                    if active in records:
+                        row.update(has_weights=True, version=active, sha256=records[active].sha256,
+                                   path=str(records[active].path))
+                rows.append(row)
+        return rows
+
+    # -- audit log ---------------------------------------------------------------------------------------------
+    def events(self, name: str, scale: int) -> list[dict[str, Any]]:
+        path = self.root / series_id(name, scale) / "events.jsonl"
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a crash
+        return out
+
+    def _log(self, name: str, scale: int, event: dict[str, Any]) -> None:
+        path = self.root / series_id(name, scale) / "events.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:  # O_APPEND: one short line per write, never interleaved
+            f.write(json.dumps(event) + "\n")
+
+    # -- promotion ---------------------------------------------------------------------------------------------
+    def promote(self, name: str, scale: int, version: int, *, by: str) -> Change:
+        """Make ``version`` the active one (pushed on the activation stack). Promoting the active version
+        changes nothing."""
+        rec = self.version(name, scale, version)
+        default = self.default_version(name, scale)
+        seen: dict[str, Any] = {}
+
+        def change(stack: list[int]) -> list[int]:
+            if not stack and default is not None:
+                stack = [default]
+            seen["previous"] = stack[-1] if stack else None
+            if stack and stack[-1] == rec.version:
+                return stack
+            return (stack + [rec.version])[-_STACK_LIMIT:]
+
+        event = {"action": "promote", "model": name, "scale": scale, "version": rec.version, "by": by,
+                 "at": utcnow_iso()}
+        stack = self.pointer.update(series_id(name, scale), change, event)
+        changed = seen["previous"] != rec.version
+        if changed:
+            self._log(name, scale, {**event, "previous": seen["previous"]})
+            rec.promoted_by, rec.promoted_at = by, event["at"]
+        log.info("%s: version %s promoted by %s (was %s)", series_id(name, scale), rec.version, by,
+                 seen["previous"])
+        return Change(rec, seen["previous"], changed, stack)
+
+    def rollback(self, name: str, scale: int, *, by: str) -> Change:
+        """Go back to the version that was active before the current one."""
+        self._learned(name, scale)
+        default = self.default_version(name, scale)
+        seen: dict[str, Any] = {}
+
+        def change(stack: list[int]) -> list[int]:
+            if not stack and default is not None:
+                stack = [default]
+            if len(stack) < 2:
+                raise RegistryError("nothing_to_roll_back", f"{series_id(name, scale)}: version "
+                                    f"{stack[-1] if stack else 'none'} is the first one activated; there is no "
+                                    "earlier version to roll back to")
+            seen["previous"] = stack[-1]
+            return stack[:-1]
+
+        event = {"action": "rollback", "model": name, "scale": scale, "by": by, "at": utcnow_iso()}
+        stack = self.pointer.update(series_id(name, scale), change, event)
+        rec = self.version(name, scale, stack[-1])
+        self._log(name, scale, {**event, "version": rec.version, "previous": seen["previous"]})
+        rec.promoted_by, rec.promoted_at = by, event["at"]
+        log.info("%s: rolled back by %s from version %s to %s", series_id(name, scale), by, seen["previous"],
+                 rec.version)
+        return Change(rec, seen["previous"], True, stack)
+
+    # -- registration ------------------------------------------------------------------------------------------
+    def register(self, name: str, weights: str | Path, card: str | Path | dict | bytes | None = None, *,
+                 scale: int | None = None, source: str = "uploaded", by: str = "", force: bool = False,
+                 run: str | None = None, notes: str = "") -> VersionRecord:
+        """Check a weights file and its card and add them as the next version of ``name`` at the card's scale.
+
+        Refused (:class:`RegistryError`) with code ``invalid_card`` (not a model card), ``wrong_architecture``
+        (not this model's architecture or scale), ``invalid_weights`` (does not load into the card's
+        architecture: garbage, sha256 or tensors that disagree with the card), ``smoke_test_failed``,
+        ``already_registered`` (the same sha256 is a version already) or ``quality_gate_failed`` (unless
+        ``force``; trained versions are registered either way, their gate result recorded).
+        """
+        from model.zoo import UnknownModelError, load_model
+
+        if source not in SOURCES[1:]:
+            raise ValueError(f"source must be uploaded or trained, not {source!r}")
+        weights = Path(weights)
+        card_data = self._read_card(card if card is not None else weights.with_suffix(".json"))
+        card_obj = self._card(card_data)
+        try:
+            spec = self.spec(name, int(card_obj.scale))
+        except (UnknownModelError, TypeError, ValueError) as e:
+            raise RegistryError("wrong_architecture", str(e)) from None
+        if spec.weightless:
+            raise RegistryError("weightless_model", f"{name} is an interpolation without weights")
+        if card_obj.arch != spec.arch:
+            raise RegistryError("wrong_architecture", f"the card says architecture {card_obj.arch!r}; {name} is "
+                                f"{spec.arch!r}")
+        if scale is not None and int(scale) != int(card_obj.scale):
+            raise RegistryError("wrong_architecture", f"the card says scale {card_obj.scale}; this upload is for "
+                                f"{name} x{scale}")
+        scale = int(card_obj.scale)
+        sid = series_id(name, scale)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".incoming-{sid}-{secrets.token_hex(6)}"
+        staging.mkdir()
+        try:
+            target = staging / f"{sid}.safetensors"
+            shutil.copyfile(weights, target)
+            target.chmod(0o644)
+            target.with_suffix(".json").write_text(json.dumps(card_data, indent=2) + "\n")
+            try:
+                loaded = load_model(name, scale, path=target)  # sha256, arch, every tensor name and shape
+            except WeightsError as e:
+                raise RegistryError("invalid_weights", str(e)) from None
+            sha = sha256_file(target)
+            if not loaded.card.sha256:  # a card may leave it out; the registered copy says it
+                loaded.card.sha256 = sha
+                target.with_suffix(".json").write_text(loaded.card.to_json())
+            for rec in self.versions(name, scale):
+                if rec.sha256 == sha:
+                    raise RegistryError("already_registered", f"these weights are already version {rec.version} "
+                                        f"of {sid}", version=rec.version)
+            self._smoke(loaded)
+            gate = self.check_gate(loaded)
+            if not gate["passed"] and not force and source == "uploaded":
+                raise RegistryError("quality_gate_failed", _gate_text(gate), gate=gate)
+            now = utcnow_iso()
+            reg = {"version": None, "source": source, "registered_by": by or None, "registered_at": now,
+                   "run": run, "gate": gate, "notes": notes, "sha256": sha}
+            version = self._commit(name, scale, staging, reg)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._log(name, scale, {"action": "register", "model": name, "scale": scale, "version": version,
+                                "sha256": sha, "source": source, "by": by or None, "at": now, "run": run,
+                                "gate_passed": gate["passed"]})
+        log.info("%s: registered version %d (%s, sha256 %s..., gate %s)", sid, version, source, sha[:12],
+                 "passed" if gate["passed"] else "failed")
+        return self.version(name, scale, version)
+
+    def _commit(self, name: str, scale: int, staging: Path, reg: dict[str, Any]) -> int:
+        """Move the checked files into the next free ``vN`` folder (a rename: atomic, and a concurrent
+        registration that took N makes this one try N+1)."""
+        series_dir = self.root / series_id(name, scale)
+        series_dir.mkdir(parents=True, exist_ok=True)
+        n = max([SHIPPED_VERSION, *self._version_dirs(name, scale)]) + 1
+        while True:
+            reg["version"] = n
+            (staging / "version.json").write_text(json.dumps(reg, indent=2) + "\n")
+            try:
+                os.rename(staging, series_dir / f"v{n}")
+                return n
+            except OSError:
+                if not (series_dir / f"v{n}").exists():
+                    raise
+                n += 1
+
+    @staticmethod
+    def _read_card(card: str | Path | dict | bytes) -> dict[str, Any]:
+        if isinstance(card, dict):
+            return card
+        try:
+            data = json.loads(card if isinstance(card, bytes) else Path(card).read_text())
+        except FileNotFoundError:
+            raise RegistryError("invalid_card", f"no model card: {card} is missing") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RegistryError("invalid_card", f"the model card is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise RegistryError("invalid_card", "the model card is not a JSON object")
+        return data
+
+    @staticmethod
+    def _card(data: dict[str, Any]) -> ModelCard:
+        try:
+            card = ModelCard.from_dict(data)
+            int(card.scale)
+            return card
+        except (WeightsError, TypeError, ValueError) as e:
+            raise RegistryError("invalid_card", f"not a model card: {e}") from None
+
+    @staticmethod
+    def _smoke(loaded) -> None:
+        """One forward pass of the network on a small real-valued input: the right shape, finite values."""
+        import torch
+
+        s = loaded.scale
+        x = torch.rand(1, 3, _SMOKE_SIDE, _SMOKE_SIDE, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.inference_mode():
+                y = loaded.module.float()(x)
+        except Exception as e:
+            raise RegistryError("smoke_test_failed", f"the network fails on a {_SMOKE_SIDE}x{_SMOKE_SIDE} input: "
+                                f"{e}") from None
+        want = (1, 3, _SMOKE_SIDE * s, _SMOKE_SIDE * s)
+        if tuple(y.shape) != want:
+            raise RegistryError("smoke_test_failed", f"a {_SMOKE_SIDE}x{_SMOKE_SIDE} input gives {tuple(y.shape)}, "
+                                f"not {want}")
+        if not bool(torch.isfinite(y).all()):
+            raise RegistryError("smoke_test_failed", "the network outputs NaN or infinite values")
+
+    # -- the quality gate --------------------------------------------------------------------------------------
+    def gate_fingerprint(self) -> str:
+        from model.evaluate import list_images
+
+        h = hashlib.sha256()
+        try:
+            images = list_images(self.gate_dir)
+        except FileNotFoundError:
+            raise RegistryError("no_gate_set", f"the quality-gate folder {self.gate_dir} does not exist") from None
+        if not images:
+            raise RegistryError("no_gate_set", f"the quality-gate folder {self.gate_dir} holds no images")
+        for p in images:
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+        return h.hexdigest()[:16]
+
+    def score(self, loaded) -> dict[str, Any]:
+        """PSNR-Y / SSIM-Y of a loaded model on the gate set (``model.evaluate``), cached by sha256."""
+        from model.evaluate import evaluate
+
+        key = (loaded.name, loaded.scale, loaded.version, self.gate_fingerprint())
+        cacheable = loaded.card is not None or loaded.spec.weightless  # a card-less network has no identity
+        with self._score_lock:
+            hit = self._scores.get(key) if cacheable else None
+        if hit is not None:
+            return hit
+        r = evaluate(loaded, self.gate_dir)
+        out = {"set": str(self.gate_dir), "images": len(r["images"]), "psnr_y": round(r["mean"]["psnr_y"], 4),
+               "ssim_y": round(r["mean"]["ssim_y"], 4)}
+        if cacheable:
+            with self._score_lock:
+                self._scores[key] = out
+        return out
+
+    def check_gate(self, loaded) -> dict[str, Any]:
+        """Score ``loaded`` and compare it with the active version of its series (bicubic when none):
+        passed when its PSNR-Y is at least the baseline's minus the tolerance."""
+        from model.zoo import load_model
+
+        cand = self.score(loaded)
+        active = self.active(loaded.name, loaded.scale) if not self.spec(loaded.name, loaded.scale).weightless \
+            else None
+        if active is not None and active.sha256 == loaded.version:
+            base_model, base_name = loaded, f"version {active.version}"
+        elif active is not None:
+            base_model, base_name = self.load(loaded.name, loaded.scale, record=active), f"version {active.version}"
+        else:
+            base_model, base_name = load_model("bicubic", loaded.scale), "bicubic"
+        base = self.score(base_model)
+        passed = cand["psnr_y"] >= base["psnr_y"] - self.gate_tolerance_db
+        return {**cand, "baseline": base_name, "baseline_psnr_y": base["psnr_y"],
+                "baseline_ssim_y": base["ssim_y"], "tolerance_db": self.gate_tolerance_db,
+                "delta_db": round(cand["psnr_y"] - base["psnr_y"], 4), "passed": bool(passed)}
+
+
+def match_pin(versions: dict[int, str], pin: int | str) -> int | None:
+    """The version that ``pin`` names among ``versions`` (number -> sha256): its number, or a prefix of at
+    least 6 hex digits of exactly one version's sha256. None when it names none (or several)."""
+    text = str(pin).strip().lower()
+    if text.isdigit() and int(text) in versions:
+        return int(text)
+    if len(text) >= 6 and all(c in "0123456789abcdef" for c in text):
+        hits = [v for v, sha in versions.items() if sha and sha.startswith(text)]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _gate_text(gate: dict[str, Any]) -> str:
+    return (f"PSNR-Y {gate['psnr_y']:.3f} dB on the gate set ({gate['images']} images) is more than "
+            f"{gate['tolerance_db']} dB below {gate['baseline']}'s {gate['baseline_psnr_y']:.3f} dB; upload with "
+            "force to register it anyway")
+
+
+def default_registry() -> Registry:
+    """The registry of ``$SRGAN_MODELS_DIR`` with file-kept activations: what ``srgan upscale`` uses."""
+    return Registry(models_dir())
