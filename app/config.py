@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     default_format: Literal["png", "webp", "jpeg"] = Field("png", description="output format when a request "
                                                            "names none")
     default_quality: int = Field(90, ge=1, le=100, description="WebP/JPEG quality when a request names none")
+    admin_key: SecretStr | None = Field(None, description="bearer token of the admin routes (model versions, "
+                                        "training runs): `Authorization: Bearer <key>`; empty: they answer 403")
+    max_model_upload_bytes: int = Field(200_000_000, ge=1, description="largest weights file accepted by "
+                                        "`POST /v1/models/{name}/versions` (413 above)")
+
+    # -- model registry (gateway, workers, training workers and `srgan upscale`) ----------------------------
+    models_dir: Path | None = Field(None, description="registered model versions and the durable copy of which "
+                                    "is active; shared by the gateway and all workers (empty: "
+                                    "`$XDG_DATA_HOME/srgan/models`, i.e. `~/.local/share/srgan/models`)")
+    gate_dir: Path | None = Field(None, description="HR images of the quality gate a new version must pass "
+                                  "(empty: the 5 photographs shipped in `model/gate`)")
+    gate_tolerance_db: float = Field(0.1, ge=0, description="a new version passes the gate when its PSNR-Y on "
+                                     "the gate set is at least the active version's minus this")
 
     # -- worker ------------------------------------------------------------------------------------------
     worker_models: Annotated[list[str], NoDecode] = Field(
@@ -83,8 +96,22 @@ class Settings(BaseSettings):
                                           "workers' jobs and expired files")
     progress_interval_s: float = Field(0.25, gt=0, description="least time between two progress updates of "
                                        "a job")
+    worker_model_poll_s: float = Field(5.0, gt=0, description="how often a worker re-reads the active versions; "
+                                       "a fallback, promotions reach workers at once over pub/sub")
+    worker_version_cache: int = Field(2, ge=0, description="loaded versions a worker keeps besides the active "
+                                      "ones (the one just replaced, pinned ones): rolling back to one of them "
+                                      "loads nothing")
 
-    @field_validator("storage_dir", "worker_tile", "worker_batch_size", "worker_threads", mode="before")
+    # -- training runs (`srgan worker --queue training`) ------------------------------------------------------
+    training_queue: str = Field("training", description="rq queue of training runs; a worker started with "
+                                "`--queue` set to it is a training worker")
+    training_runs_dir: Path | None = Field(None, description="where training workers write runs (checkpoints, "
+                                           "samples, exports) (empty: `$XDG_DATA_HOME/srgan/training-runs`)")
+    training_result_ttl_s: int = Field(604800, ge=1, description="seconds a finished training run's record and "
+                                       "last sample grid are kept")
+
+    @field_validator("storage_dir", "worker_tile", "worker_batch_size", "worker_threads", "admin_key", "models_dir",
+                     "gate_dir", "training_runs_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if isinstance(v, str) and not v.strip() else v

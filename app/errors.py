@@ -89,7 +89,9 @@ def responses(*statuses: int) -> dict[int, dict]:
 
 
 _DESCRIPTIONS = {
-    404: "unknown or expired job",
+    401: "admin route: the `Authorization: Bearer` admin key is missing or wrong",
+    403: "admin route: the admin API is disabled (no SRGAN_ADMIN_KEY on the gateway)",
+    404: "unknown or expired job (or model version, training run)",
     409: "conflict: not ready, not cancelable, or an idempotency key reused with other bytes",
     410: "the result has expired",
     413: "upload or image too large",

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
+from app.admin import AdminGuard
 from app.config import Settings, get_settings
 from app.metrics import MetricsMiddleware
 from app.routes import health, jobs, models, ui, upscale
@@ -88,11 +89,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="srgan-service", version="0.1.0", lifespan=lifespan,
                   description="Image super-resolution: POST an image, get a job, fetch the upscaled result. "
-                              "Every error is `{\"error\": {\"code\", \"message\"}}`.")
+                              "Every error is `{\"error\": {\"code\", \"message\"}}`. The admin routes (model "
+                              "versions, training runs) need `Authorization: Bearer <SRGAN_ADMIN_KEY>`.")
     errors.install(app)
     for r in (upscale.router, jobs.router, models.router, health.router, ui.router):
         app.include_router(r)
     app.add_middleware(UploadGuard, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(AdminGuard, settings=settings)
     app.add_middleware(MetricsMiddleware)
     return app
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,9 @@ class JobTimings(BaseModel):
     queued_at: dt.datetime | None = Field(None, description="accepted by the gateway")
     started_at: dt.datetime | None = Field(None, description="taken by a worker (the latest attempt)")
     ended_at: dt.datetime | None = Field(None, description="finished, failed or canceled")
+    batch_started_at: dt.datetime | None = Field(None, description="its batch started computing, with the model "
+                                                 "version recorded in `model_version` (a version switch waits for "
+                                                 "the batch to end)")
     queue_wait_s: float | None = None
     processing_s: float | None = None
 
@@ -54,8 +57,10 @@ class Job(BaseModel):
     model: str
     scale: int
     format: str = Field(description="output format")
-    model_version: str | None = Field(None, description="sha256 of the weights that computed the result "
-                                                        "(`builtin` for interpolation), once finished")
+    model_version: int | None = Field(None, description="registry version of the model that computed the "
+                                                        "result, once finished (null for interpolation)")
+    model_sha256: str | None = Field(None, description="sha256 of the weights that computed the result "
+                                                       "(`builtin` for interpolation), once finished")
     created_at: dt.datetime | None
     timings: JobTimings
     progress: float = Field(description="0..1: tiles computed / tiles planned")
@@ -76,8 +81,14 @@ class ModelInfo(BaseModel):
     arch: str
     description: str
     has_weights: bool
-    version: str | None = Field(None, description="sha256 of the weights, `builtin` for interpolation")
+    version: int | None = Field(None, description="the active registry version: what a request without "
+                                                  "`@version` gets (null for interpolation)")
+    sha256: str | None = Field(None, description="sha256 of the active version's weights, `builtin` for "
+                                                 "interpolation")
+    versions: list[int] = Field(default_factory=list, description="registered versions; `model=name@N` pins one")
     loaded: bool = Field(description="a live worker has it loaded")
+    loaded_versions: list[int] = Field(default_factory=list, description="versions live workers serve now (two "
+                                                                       "during a swap)")
 
 
 class ModelList(BaseModel):
@@ -92,7 +103,8 @@ class Health(BaseModel):
 class WorkerModel(BaseModel):
     name: str
     scale: int
-    version: str
+    version: int | None = Field(None, description="registry version served (null for interpolation)")
+    sha256: str | None = None
     device: str
     precision: str
 
@@ -107,3 +119,131 @@ class Ready(BaseModel):
     status: Literal["ready"]
     queue_depth: int
     workers: list[WorkerInfo]
+
+
+# -- model registry (admin) -----------------------------------------------------------------------------------
+
+class VersionInfo(BaseModel):
+    name: str
+    scale: int
+    version: int = Field(description="1: the shipped weights; uploaded and trained versions count up from 2")
+    arch: str
+    sha256: str
+    source: Literal["shipped", "uploaded", "trained"]
+    created: str | None = Field(None, description="when the weights were made (their card)")
+    registered_by: str | None = None
+    registered_at: str | None = None
+    run: str | None = Field(None, description="the training run that made it")
+    promoted_by: str | None = Field(None, description="who made it active last")
+    promoted_at: str | None = None
+    active: bool = False
+    notes: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict, description="the card's benchmark scores and `gate`: "
+                                    "PSNR-Y/SSIM-Y on the gate set against the baseline, and whether it passed")
+    num_params: int = 0
+    path: str
+
+
+class VersionList(BaseModel):
+    name: str
+    scale: int
+    active: int | None = Field(None, description="the version requests without `@version` get")
+    history: list[int] = Field(description="activation stack, oldest first: a rollback returns to the one "
+                                           "before the last")
+    versions: list[VersionInfo]
+
+
+class PromoteRequest(BaseModel):
+    version: int = Field(ge=1, description="the version to make active")
+    by: str | None = Field(None, max_length=200, description="who promotes (recorded)")
+
+
+class RollbackRequest(BaseModel):
+    by: str | None = Field(None, max_length=200, description="who rolls back (recorded)")
+
+
+class Rollout(BaseModel):
+    complete: bool = Field(description="every live worker serving this model serves the new active version")
+    workers: dict[str, int | None] = Field(description="live workers with this model loaded -> version they serve")
+    waited_s: float
+
+
+class Activation(BaseModel):
+    name: str
+    scale: int
+    active: int
+    previous: int | None
+    changed: bool = Field(description="false when the version was active already")
+    history: list[int]
+    version: VersionInfo
+    rollout: Rollout | None = Field(None, description="with `wait`: how far the workers have switched")
+
+
+# -- training runs (admin) ------------------------------------------------------------------------------------
+
+class TrainingRunRequest(BaseModel):
+    stage: Literal["srresnet", "srgan", "espcn", "srcnn"]
+    model: str | None = Field(None, description="the model the run makes a version of (default: the stage's "
+                                                "name); its architecture must be the stage's")
+    scale: int | None = Field(None, ge=2, le=8, description="default: SRGAN_DEFAULT_SCALE")
+    data: list[str] = Field(min_length=1, description="folders of HR training images, as the training worker "
+                                                      "sees them (searched recursively)")
+    val: list[str] | None = Field(None, description="HR folders validated during the run (default: the gate set)")
+    recipe: str | None = Field(None, description="a shipped recipe (`espcn_cpu`, `srresnet_gpu`, ...) or a TOML "
+                                                 "file the training worker sees")
+    steps: int | None = Field(None, ge=1, description="training steps (default: the recipe's)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="any other training config field, "
+                                      "e.g. {\"lr\": 1e-4, \"batch_size\": 8, \"val_every\": 500}")
+    init: str | None = Field(None, description="start from: `active` (fine-tune the model's active version), "
+                                               "`NAME` or `NAME@VERSION` (a registered version), or `scratch` "
+                                               "(default: scratch; the srgan stage starts from the active srresnet)")
+    auto_promote: bool = Field(False, description="promote the new version if it passes the quality gate")
+    by: str | None = Field(None, max_length=200, description="who asks (recorded on the version)")
+
+
+class TrainingMetrics(BaseModel):
+    losses: dict[str, float] = Field(default_factory=dict, description="mean losses since the previous log row")
+    lr: float | None = None
+    it_s: float | None = Field(None, description="steps per second")
+    val: dict[str, Any] | None = Field(None, description="latest validation: PSNR-Y/SSIM-Y per folder")
+    val_step: int | None = None
+
+
+class TrainingResult(BaseModel):
+    version: int = Field(description="the version the run registered")
+    sha256: str
+    gate: dict[str, Any] | None = None
+    promoted: bool
+    promote_reason: str | None = Field(None, description="why it was not promoted, with auto_promote")
+
+
+class TrainingRunLinks(BaseModel):
+    self: str
+    samples: str
+
+
+class TrainingRun(BaseModel):
+    id: str
+    status: JobStatus
+    model: str
+    scale: int
+    stage: str
+    step: int = 0
+    total_steps: int | None = None
+    progress: float = 0.0
+    metrics: TrainingMetrics
+    samples_step: int | None = Field(None, description="step of the latest sample grid (GET links.samples)")
+    result: TrainingResult | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    error: ErrorBody | None = None
+    out: str | None = Field(None, description="the run's folder on the training worker")
+    request: dict[str, Any]
+    links: TrainingRunLinks
+
+
+class TrainingRunList(BaseModel):
+    runs: list[TrainingRun]

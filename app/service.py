@@ -1,20 +1,25 @@
-"""What the routes share: the Redis pool, the rq queue, the storage, the job-event listener, the model catalog.
+"""What the routes share: the Redis pool, the rq queues, the storage, the job-event listener, the model registry
+and its catalog.
 
 One :class:`Gateway` is built by the app's lifespan (``app/main.py``) and reached from routes through
 ``app/deps.py``. Redis calls here are synchronous (rq is); async routes call them through the thread pool.
 Long-polls (``wait``) sleep on an :class:`asyncio.Event` that :class:`JobEvents` sets when a worker announces a
-status change on the queue's pub/sub channel, so a waiting request costs no thread and no polling.
+status change on the queue's pub/sub channel, so a waiting request costs no thread and no polling. The same
+listener hears the registry's channel and drops the cached model catalog when a version is promoted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from typing import Any
+
+import redis
 
 from worker import jobs as J
 from worker.storage import make_storage
@@ -25,11 +30,13 @@ log = logging.getLogger(__name__)
 
 
 class JobEvents:
-    """One pub/sub subscription per gateway process; wakes the requests waiting on a job."""
+    """One pub/sub subscription per gateway process; wakes the requests waiting on a job (and calls
+    ``others[channel](data)`` for messages on the other channels it is given)."""
 
-    def __init__(self, redis_url: str, channel: str):
+    def __init__(self, redis_url: str, channel: str, others: dict[str, Callable[[bytes], None]] | None = None):
         self.redis_url = redis_url
         self.channel = channel
+        self.others = dict(others or {})
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task | None = None
         self._client = None
@@ -44,9 +51,15 @@ class JobEvents:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, *self.others)
+                for callback in self.others.values():
+                    callback(b"")  # (re)subscribed: whatever changed meanwhile
                 async for msg in pubsub.listen():
                     if msg.get("type") != "message":
+                        continue
+                    other = self.others.get(msg["channel"].decode())
+                    if other is not None:
+                        other(msg["data"])
                         continue
                     jid = msg["data"].split(b" ", 1)[0].decode()
                     for ev in self._waiters.get(jid, ()):
@@ -102,13 +115,20 @@ class JobEvents:
 
 class Gateway:
     def __init__(self, settings):
+        from worker.registry import open_registry
+
         self.settings = settings
         self.redis = settings.redis()
         self.aredis = None  # redis.asyncio client for the read paths, opened in start()
         self.queue = J.open_queue(settings, self.redis)
+        self.training_queue = J.open_queue(settings.model_copy(update={"queue": settings.training_queue}),
+                                           self.redis)
         self.storage = make_storage(settings, self.redis)
         self.keys = J.Keys.from_settings(settings)
-        self.events = JobEvents(settings.redis_url, self.keys.events)
+        self.registry = open_registry(settings, self.redis)
+        self.registry_lock = threading.Lock()  # one registration (load, smoke test, gate) at a time
+        self.events = JobEvents(settings.redis_url, self.keys.events,
+                                {self.registry.pointer.channel: lambda _: self.invalidate_catalog()})
         self._catalog: tuple[float, list[dict]] | None = None
         self._workers: tuple[float, dict] | None = None
 
@@ -116,7 +136,10 @@ class Gateway:
         import redis.asyncio as aredis
 
         self.aredis = aredis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
-        self.catalog()  # read the model cards now, not during the first upload
+        try:
+            self.catalog()  # read the model cards now, not during the first upload
+        except redis.RedisError as e:  # alive but not ready: /readyz says why, the catalog is read later
+            log.warning("gateway: cannot read the active model versions yet (%s)", e)
         await self.events.start()
 
     async def close(self) -> None:
@@ -127,23 +150,17 @@ class Gateway:
 
     # -- models ------------------------------------------------------------------------------------------
     def catalog(self) -> list[dict]:
-        """Every servable (model, scale) with its weights version; re-read every 30 s (new weights appear)."""
+        """Every servable (model, scale) with its active version and every version's sha256 (the registry's
+        catalog); re-read after a promotion (registry channel) or a registration, and at least every 30 s."""
         now = time.monotonic()
-        if self._catalog is None or now - self._catalog[0] > 30:
-            from model.weights import WeightsError, load_card
-            from model.zoo import list_models
+        cached = self._catalog
+        if cached is None or now - cached[0] > 30:
+            cached = (now, self.registry.catalog())
+            self._catalog = cached
+        return cached[1]
 
-            rows = []
-            for row in list_models():
-                version = "builtin" if row["weightless"] else None
-                if row["path"]:
-                    try:
-                        version = load_card(row["path"]).sha256 or None
-                    except WeightsError:
-                        version = None
-                rows.append({**row, "version": version})
-            self._catalog = (now, rows)
-        return self._catalog[1]
+    def invalidate_catalog(self) -> None:
+        self._catalog = None
 
     def live_workers(self, max_age_s: float = 1.0) -> dict[str, dict]:
         now = time.monotonic()

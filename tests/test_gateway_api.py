@@ -92,7 +92,7 @@ def test_bicubic_job_matches_the_engine_exactly(stack):
     np.testing.assert_array_equal(got, direct_upscale(data, "bicubic", tile=TILE))
     done = c.get(f"/v1/jobs/{job['id']}").json()
     assert done["status"] == "finished" and done["progress"] == 1.0 and done["attempts"] == 1
-    assert done["model_version"] == "builtin" and done["error"] is None
+    assert done["model_version"] is None and done["model_sha256"] == "builtin" and done["error"] is None
     assert done["output"] == {"width": 160, "height": 96, "bytes": len(result.content), "content_type": "image/png"}
     t = done["timings"]
     assert t["queued_at"] <= t["started_at"] <= t["ended_at"] and t["processing_s"] >= 0
@@ -104,7 +104,7 @@ def test_learned_model_matches_a_direct_engine_run(stack):
     job, out = run_job(stack["client"], data, model="espcn", format="png")
     from model.zoo import load_model
 
-    assert job["model_version"] == load_model("espcn", 4).version
+    assert job["model_version"] == 1 and job["model_sha256"] == load_model("espcn", 4).version
     diff = np.abs(decode_png(out).astype(int) - direct_upscale(data, "espcn", tile=TILE).astype(int))
     assert diff.max() <= 1 and diff.mean() < 0.05  # bf16: tiles batched with other jobs' tiles
 
@@ -229,7 +229,7 @@ def test_pinned_version_is_honoured(stack):
 
     sha = load_model("espcn", 4).version
     job, _ = run_job(stack["client"], png(photo(size=(16, 16))), model=f"espcn@{sha[:10]}")
-    assert job["model_version"] == sha
+    assert job["model_version"] == 1 and job["model_sha256"] == sha
 
 
 def test_truncated_jpeg_fails_the_job_with_a_clear_error(stack):
@@ -275,8 +275,10 @@ def test_models_health_docs(stack):
     c = stack["client"]
     models = c.get("/v1/models").json()
     rows = {(m["name"], m["scale"]): m for m in models["models"]}
-    assert rows[("bicubic", 4)]["loaded"] and rows[("bicubic", 4)]["version"] == "builtin"
-    assert rows[("srresnet", 4)]["has_weights"] and len(rows[("srresnet", 4)]["version"]) == 64
+    assert rows[("bicubic", 4)]["loaded"] and rows[("bicubic", 4)]["version"] is None
+    assert rows[("bicubic", 4)]["sha256"] == "builtin"
+    assert rows[("srresnet", 4)]["has_weights"] and rows[("srresnet", 4)]["version"] == 1
+    assert len(rows[("srresnet", 4)]["sha256"]) == 64 and rows[("srresnet", 4)]["versions"] == [1]
     assert c.get("/healthz").json() == {"status": "ok"}
     ready = c.get("/readyz").json()
     assert ready["status"] == "ready" and ready["workers"][0]["models"]

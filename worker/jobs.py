@@ -6,13 +6,14 @@ batching worker (``worker/service.py``) takes jobs off the queue itself. The ser
 job's ``meta``:
 
 =================  =======================================================================================
-``model``          model name; ``scale``: integer scale; ``version_pin``: requested version prefix or null
+``model``          model name; ``scale``: integer scale; ``version_pin``: the requested registry version or null
 ``format``         output format (png, webp, jpeg); ``quality``: WebP/JPEG quality
 ``input``          ``{format, width, height, mode, bytes, sha256}`` read from the upload's header
 ``attempts``       how many times a worker started the job (a dead worker's job is retried up to
                    ``Settings.max_attempts``, then failed with ``worker_died``)
 ``progress``       0..1, tiles done / tiles planned
-``model_version``  sha256 of the weights that computed the result ("builtin" for interpolation)
+``model_version``  registry version that computed the result (null for interpolation); ``model_sha256``: its
+                   weights' sha256 ("builtin" for interpolation); ``batch_started_at``: when its batch started
 ``output``         ``{width, height, bytes, content_type}`` once finished
 ``error``          ``{code, message}`` once failed
 ``expires_at``     when the input (while queued) or the result (once ended) is deleted, ISO 8601 UTC
@@ -133,7 +134,8 @@ class JobView:
     ended_at: dt.datetime | None
     progress: float
     attempts: int
-    model_version: str | None
+    model_version: int | None
+    model_sha256: str | None
     input: dict[str, Any]
     output: dict[str, Any] | None
     error: dict[str, str] | None
@@ -159,6 +161,7 @@ class JobView:
                    started_at=job.started_at if status != "queued" else None,
                    ended_at=job.ended_at if status in TERMINAL else None, progress=progress,
                    attempts=int(meta.get("attempts") or 0), model_version=meta.get("model_version"),
+                   model_sha256=meta.get("model_sha256"),
                    input=meta.get("input") or {}, output=meta.get("output"), error=meta.get("error"),
                    expires_at=meta.get("expires_at"), meta=meta)
 

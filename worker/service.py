@@ -17,6 +17,13 @@ A heartbeat thread keeps the rq worker key, the executions, the ``alive`` key an
 main thread computes, and runs maintenance: requeueing dead workers' jobs, sweeping expired files, rq's
 registry cleanup. SIGTERM/SIGINT finish the batch in flight (and its encodes), give back what was claimed but
 not started, and exit 0; a second signal gives everything back at once and exits.
+
+**Hot swap.** Models load through the registry (``worker/registry.py``): the active version, or the version a
+job pins (``name@version``; a few are kept loaded). A watcher thread hears promotions on the registry's pub/sub
+channel (and re-reads the active versions every ``worker_model_poll_s`` in case a message was missed), loads
+the new version beside the old one while batches keep running, and switches between two batches: the engine
+is chosen when a batch starts and never changes under it. Every finished job records the version number and
+sha256 that computed it, and when its batch started.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import signal
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -78,15 +86,20 @@ class _Task:
     decoded: Any = None  # model.imageio.DecodedImage
     done: bool = False
     tiles: int = 0
+    model_version: int | None = None  # what computed it: registry version and sha256 (set when its batch runs)
+    model_sha256: str | None = None
 
     @property
     def id(self) -> str:
         return self.job.id
 
     @property
-    def model_key(self) -> tuple[str, int, str | None]:
+    def model_key(self) -> tuple[str, int, int | str | None]:
         m = self.job.meta
-        return m["model"], int(m["scale"]), m.get("version_pin")
+        pin = m.get("version_pin")
+        if isinstance(pin, str) and pin.isdigit():
+            pin = int(pin)
+        return m["model"], int(m["scale"]), pin or None
 
 
 class _ModelError(Exception):
@@ -108,7 +121,17 @@ class BatchWorker(BaseWorker):
         self.queue = self.queues[0]
         self.storage = make_storage(settings, conn)
         self.preload = list(settings.worker_models if models is None else models)
-        self.engines: dict[tuple[str, int], Any] = {}
+        self.batch_jobs = settings.worker_batch_jobs  # most jobs claimed at once
+        self.result_ttl_s = settings.result_ttl_s  # how long ended jobs (and results) are kept
+        from worker.registry import open_registry
+
+        self.registry = open_registry(settings, conn)
+        self.engines: dict[tuple[str, int], Any] = {}  # the active version of each model served
+        self._versions: OrderedDict[tuple[str, int, int], Any] = OrderedDict()  # other loaded versions (LRU)
+        self._staged: dict[tuple[str, int], Any] = {}  # newly active versions loaded, not switched to yet
+        self._swap_lock = threading.RLock()  # held by a batch: engines change only between batches
+        self._swap_failed: dict[tuple[str, int, int], float] = {}  # version -> when loading it last failed
+        self._watch_thread: threading.Thread | None = None
         self._tasks: dict[str, _Task] = {}  # claimed and not yet ended
         self._dirty_progress: dict[str, float] = {}
         self._lock = threading.Lock()  # guards _tasks, _dirty_progress and every meta write
@@ -129,29 +152,161 @@ class BatchWorker(BaseWorker):
             name, scale = J.parse_model(spec, self.settings.default_scale)
             self.engine(name, scale)
 
-    def engine(self, name: str, scale: int):
-        up = self.engines.get((name, scale))
-        if up is not None:
+    def engine(self, name: str, scale: int, pin: int | str | None = None):
+        """The engine of the active version of ``name`` x``scale`` (loaded on first use), or of version ``pin``."""
+        with self._swap_lock:
+            active = self.engines.get((name, scale))
+            if pin is None or (active is not None and pin in (active.model.version_number, active.model.version)):
+                if active is None:
+                    active = self._load(name, scale)
+                    self._install(name, scale, active)
+                return active
+            if isinstance(pin, int) and (name, scale, pin) in self._versions:
+                self._versions.move_to_end((name, scale, pin))
+                return self._versions[(name, scale, pin)]
+            up = self._load(name, scale, pin)
+            key = (name, scale, up.model.version_number)
+            if active is not None and key[2] == active.model.version_number:
+                return active  # a sha256 prefix of the active version
+            up = self._versions.get(key) or up
+            self._keep(key, up)
             return up
+
+    def _load(self, name: str, scale: int, pin: int | str | None = None):
+        """Load a version (default: the active one) into a new engine, beside whatever is loaded."""
         from model.engine import EngineConfig, Upscaler
+        from model.registry import RegistryError
+        from model.weights import WeightsError
         from model.zoo import NoWeightsError, UnknownModelError, load_model
 
+        t0 = time.perf_counter()
         try:
-            loaded = load_model(name, scale)
-        except (UnknownModelError, NoWeightsError) as e:
+            if self.registry.spec(name, scale).weightless:
+                loaded = load_model(name, scale, version=pin)
+            else:
+                loaded = self.registry.load(name, scale, pin)
+        except (UnknownModelError, NoWeightsError, WeightsError) as e:
             raise _ModelError("model_unavailable", str(e)) from None
+        except RegistryError as e:
+            raise _ModelError("model_version_unavailable", str(e)) from None
         s = self.settings
         cfg = EngineConfig(device=s.worker_device, precision=s.worker_precision, tile=s.worker_tile,
                            batch_size=s.worker_batch_size)
         up = Upscaler(loaded, cfg)
-        self.engines[(name, scale)] = up
+        dt = time.perf_counter() - t0
+        M.MODEL_LOAD_SECONDS.labels(name).observe(dt)
         d = up.describe()
-        M.LOADED_MODEL.labels(name, str(scale), d["version"], d["device"], d["precision"]).set(1)
-        log.info("loaded %s x%d (%s) on %s, %s, tile %s", name, scale, d["version"][:12], d["device"],
-                 d["precision"], d["tile"])
+        log.info("loaded %s x%d version %s (%s) on %s, %s, tile %s in %.0f ms", name, scale,
+                 d["version_number"] or "builtin", d["version"][:12], d["device"], d["precision"], d["tile"],
+                 dt * 1000)
+        return up
+
+    def _keep(self, key: tuple[str, int, int], up) -> None:
+        """Keep a non-active version loaded (most recently used last); forget the oldest beyond the cache size."""
+        if key[2] is None:
+            return
+        self._versions[key] = up
+        self._versions.move_to_end(key)
+        while len(self._versions) > self.settings.worker_version_cache:
+            self._versions.popitem(last=False)
+
+    def _install(self, name: str, scale: int, up) -> Any:
+        """Make ``up`` the active engine of ``name`` x``scale`` (between batches); returns the one it replaces."""
+        with self._swap_lock:
+            old = self.engines.get((name, scale))
+            self.engines[(name, scale)] = up
+            self._versions.pop((name, scale, up.model.version_number), None)
+            if old is not None and old is not up:
+                self._keep((name, scale, old.model.version_number), old)
+                od = old.describe()
+                try:
+                    M.LOADED_MODEL.remove(name, str(scale), str(od["version_number"] or "builtin"), od["version"],
+                                          od["device"], od["precision"])
+                except KeyError:
+                    pass
+        d = up.describe()
+        M.LOADED_MODEL.labels(name, str(scale), str(d["version_number"] or "builtin"), d["version"], d["device"],
+                              d["precision"]).set(1)
+        if d["version_number"] is not None:
+            M.ACTIVE_VERSION.labels(name, str(scale)).set(d["version_number"])
         if self._beat_thread is not None:
             self._advertise()
-        return up
+        return old
+
+    # -- hot swap (watcher thread) -----------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        """Hear promotions on the registry channel; re-read the active versions at least every poll interval."""
+        poll = self.settings.worker_model_poll_s
+        while not self._beat_stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.registry.pointer.channel)
+                self.sync_versions()  # what changed while we were not listening
+                next_poll = time.monotonic() + poll
+                while not self._beat_stop.is_set():
+                    # short waits, so that a shutdown is not held up by a long poll interval
+                    msg = pubsub.get_message(timeout=min(poll, 0.5))
+                    if msg is None and time.monotonic() < next_poll:
+                        continue
+                    while msg is not None and pubsub.get_message(timeout=0) is not None:
+                        pass  # several changes at once: one look at the active versions covers them all
+                    self.sync_versions()
+                    next_poll = time.monotonic() + poll
+            except Exception:  # Redis restarted or a load failed unexpectedly: listen again shortly
+                log.exception("worker %s: model watcher failed; retrying", self.name)
+                self._beat_stop.wait(1)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        pass
+
+    def sync_versions(self) -> None:
+        """Load the newly active version of every learned model served, and switch to it between batches."""
+        active_map = self.registry.pointer.active_map()
+        with self._swap_lock:
+            serving = {k: (self._staged[k][0] if k in self._staged else up).model.version_number
+                       for k, up in self.engines.items() if up.model.version_number is not None}
+        for (name, scale), current in serving.items():
+            want = self.registry.active_version(name, scale, active_map)
+            if want is None or want == current:
+                continue
+            if time.monotonic() - self._swap_failed.get((name, scale, want), -1e9) < 60:
+                continue  # it failed to load a moment ago: keep serving, try again later
+            with self._swap_lock:
+                up = self._versions.get((name, scale, want))
+            outcome = "cached" if up is not None else "loaded"
+            if up is None:
+                try:
+                    up = self._load(name, scale, want)
+                except _ModelError as e:
+                    self._swap_failed[(name, scale, want)] = time.monotonic()
+                    M.MODEL_SWAPS.labels(name, "failed").inc()
+                    log.error("worker %s: cannot load %s x%d version %d, still serving version %s: %s", self.name,
+                              name, scale, want, current, e)
+                    continue
+            self._stage(name, scale, up, outcome)
+
+    def _stage(self, name: str, scale: int, up, outcome: str) -> None:
+        """Switch between two batches: the main thread switches at the start of its next batch; when it is idle
+        (or its batch ends first) this thread gets the lock and switches itself."""
+        self._staged[(name, scale)] = (up, outcome)
+        with self._swap_lock:
+            self._apply_staged()
+
+    def _apply_staged(self) -> None:
+        """Between batches (main thread, holding the swap lock): switch to the versions staged meanwhile."""
+        while self._staged:
+            (name, scale), (up, outcome) = self._staged.popitem()
+            self._switch(name, scale, up, outcome)
+
+    def _switch(self, name: str, scale: int, up, outcome: str) -> None:
+        old = self._install(name, scale, up)
+        M.MODEL_SWAPS.labels(name, outcome).inc()
+        log.info("worker %s: %s x%d now serves version %s (was %s; %s)", self.name, name, scale,
+                 up.model.version_number, old.model.version_number if old is not None else None, outcome)
 
     def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:
         """Run until stopped (or, with ``burst``, until the queue is empty). Returns whether any job ran."""
@@ -165,6 +320,7 @@ class BatchWorker(BaseWorker):
         self._advertise()
         self._beat_thread = threading.Thread(target=self._heartbeat_loop, name="srgan-heartbeat", daemon=True)
         self._beat_thread.start()
+        self._start_watcher()
         worked = False
         try:
             while not self._stop_requested:
@@ -172,7 +328,7 @@ class BatchWorker(BaseWorker):
                     self.set_state(WorkerStatus.SUSPENDED)
                     time.sleep(0.5)
                     continue
-                self._wait_for_encoders(max_pending=max(2, self.settings.worker_batch_jobs))
+                self._wait_for_encoders(max_pending=max(2, self.batch_jobs))
                 tasks = self._claim(block_s=None if burst else 1)
                 if not tasks:
                     if burst:
@@ -181,7 +337,9 @@ class BatchWorker(BaseWorker):
                 if self._stop_requested:  # claimed during the stop request: give them back untouched
                     break
                 worked = True
-                self._run_batch(tasks)
+                with self._swap_lock:  # no version switch while a batch runs
+                    self._apply_staged()
+                    self._run_batch(tasks)
                 self.batches += 1
         except SystemExit:
             self._cold = True
@@ -189,6 +347,10 @@ class BatchWorker(BaseWorker):
         finally:
             self._shutdown_cleanly()
         return worked
+
+    def _start_watcher(self) -> None:
+        self._watch_thread = threading.Thread(target=self._watch_loop, name="srgan-model-watcher", daemon=True)
+        self._watch_thread.start()
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGINT, self.request_stop)
@@ -209,6 +371,8 @@ class BatchWorker(BaseWorker):
         self._beat_stop.set()
         if self._beat_thread is not None:
             self._beat_thread.join(timeout=5)
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout=5)
         with self.connection.pipeline() as pipe:
             pipe.delete(self.keys.alive(self.name))
             pipe.srem(self.keys.workers, self.name)
@@ -242,8 +406,9 @@ class BatchWorker(BaseWorker):
     # -- heartbeat, progress, maintenance (background thread) --------------------------------------------
     def _advertise(self, pipe=None) -> None:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "queue": self.queue.name,
-                "models": [{"name": n, "scale": s, "version": up.model.version, "device": str(up.device),
-                            "precision": up.precision} for (n, s), up in self.engines.items()],
+                "models": [{"name": n, "scale": s, "version": up.model.version_number, "sha256": up.model.version,
+                            "device": str(up.device), "precision": up.precision}
+                           for (n, s), up in list(self.engines.items())],
                 "seconds_per_job": self._seconds_per_job, "busy": len(self._tasks)}
         p = pipe if pipe is not None else self.connection.pipeline()
         p.set(self.keys.alive(self.name), json.dumps(info), px=int(self.settings.worker_dead_after_s * 1000))
@@ -285,7 +450,7 @@ class BatchWorker(BaseWorker):
         self._measure_memory()
 
     def _measure_memory(self) -> None:
-        for up in self.engines.values():
+        for up in list(self.engines.values()):
             dev = up.device
             if dev.type == "cuda":
                 import torch
@@ -332,7 +497,7 @@ class BatchWorker(BaseWorker):
             ids = [first.decode()]
         else:
             ids = []
-        more = self.settings.worker_batch_jobs - len(ids)
+        more = self.batch_jobs - len(ids)
         if more > 0:
             ids += [r.decode() for r in self._claim_more(keys=[self.queue.key, inflight], args=[more])]
         if not ids or self._stop_requested:
@@ -395,11 +560,7 @@ class BatchWorker(BaseWorker):
             try:
                 if not self.settings.worker_lazy_load and (name, scale) not in self.engines:
                     raise _ModelError("model_not_served", f"this worker does not serve {name} x{scale}")
-                up = self.engine(name, scale)
-                if pin and not up.model.version.startswith(pin):
-                    raise _ModelError("model_version_unavailable",
-                                      f"{name} x{scale} version {pin} is not loaded (the worker has "
-                                      f"{up.model.version[:12]})")
+                up = self.engine(name, scale, pin)
             except _ModelError as e:
                 for t in group:
                     self._fail(t, e.code, str(e))
@@ -446,6 +607,11 @@ class BatchWorker(BaseWorker):
                 self._fail(t, "corrupt_image", f"the image could not be decoded: {e}")
         if not ready:
             return
+        batch_at = J.iso(J.utcnow())
+        with self._lock:  # the engine of this batch is fixed now: record what computes these jobs, and when
+            for t in ready:
+                t.model_version, t.model_sha256 = up.model.version_number, up.model.version
+                t.job.meta["batch_started_at"] = batch_at
         model = up.model.name
         last: dict[int, float] = {}
         interval = self.settings.progress_interval_s
@@ -527,14 +693,14 @@ class BatchWorker(BaseWorker):
         self._end(t, ok=False, error={"code": code, "message": message})
 
     def _end(self, t: _Task, ok: bool, output: dict | None = None, error: dict | None = None,
-             result: bytes | None = None) -> None:
+             result: bytes | None = None, canceled: bool = False) -> None:
         """Commit a job's end in one round trip: the result, the meta, rq's own bookkeeping (status, finished
         or failed registry, Result, execution, worker counters), the claim, the upload, the announcement.
 
         The jobs never have rq dependents, repeats or rate limits, so rq's ``handle_job_success`` (which looks
         for those with a WATCH and more round trips) is not needed; the pieces it commits are the same.
         """
-        job, conn, s = t.job, self.connection, self.settings
+        job, conn, ttl = t.job, self.connection, self.result_ttl_s
         with self._lock:  # after this the heartbeat thread no longer writes this job's progress
             if t.done:
                 return
@@ -542,25 +708,27 @@ class BatchWorker(BaseWorker):
             self._dirty_progress.pop(t.id, None)
         job.ended_at = J.utcnow()
         job.meta.update(progress=1.0 if ok else job.meta.get("progress", 0.0), output=output, error=error,
-                        expires_at=J.iso(job.ended_at + _seconds(s.result_ttl_s)))
+                        expires_at=J.iso(job.ended_at + _seconds(ttl)))
         if ok:
-            up = self.engines.get((job.meta["model"], int(job.meta["scale"])))
-            job.meta["model_version"] = up.model.version if up is not None else None
+            job.meta.update(model_version=t.model_version, model_sha256=t.model_sha256)
         in_redis = self.storage.pipelined
         if result is not None and not in_redis:
-            self.storage.put("result", job.id, result, s.result_ttl_s)  # the file exists before "finished"
+            self.storage.put("result", job.id, result, ttl)  # the file exists before "finished"
         execution = t.execution
         with conn.pipeline() as pipe:
             if result is not None and in_redis:
-                self.storage.put("result", job.id, result, s.result_ttl_s, pipeline=pipe)
+                self.storage.put("result", job.id, result, ttl, pipeline=pipe)
             pipe.hset(job.key, "meta", JSONSerializer.dumps(job.meta))
             if ok:
                 job._result = {"output": output}
-                job._handle_success(s.result_ttl_s, pipeline=pipe, worker_name=self.name,
+                job._handle_success(ttl, pipeline=pipe, worker_name=self.name,
                                     execution_id=execution.id, execution_started_at=execution.created_at,
                                     execution_ended_at=job.ended_at)
-                job.cleanup(s.result_ttl_s, pipeline=pipe, remove_from_queue=False)
+                job.cleanup(ttl, pipeline=pipe, remove_from_queue=False)
                 self.increment_successful_job_count(pipeline=pipe)
+            elif canceled:
+                job.cancel(pipeline=pipe)
+                pipe.expire(job.key, ttl)
             else:
                 job.set_status(JobStatus.FAILED, pipeline=pipe)
                 job._handle_failure(f"{error['code']}: {error['message']}", pipeline=pipe, worker_name=self.name,
@@ -572,7 +740,8 @@ class BatchWorker(BaseWorker):
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             self.storage.delete("input", job.id, pipeline=pipe if in_redis else None)
             pipe.lrem(self.keys.inflight(self.name), 0, job.id)
-            J.publish(conn, self.keys, job.id, "finished" if ok else "failed", pipeline=pipe)
+            J.publish(conn, self.keys, job.id, "finished" if ok else "canceled" if canceled else "failed",
+                      pipeline=pipe)
             pipe.execute()
         with self._lock:
             self._tasks.pop(t.id, None)

@@ -43,6 +43,10 @@ def prometheus_metrics(gw: GatewayDep) -> Response:
     try:
         metrics.QUEUE_DEPTH.set(gw.queue_depth())
         metrics.LIVE_WORKERS.set(len(gw.live_workers(max_age_s=0)))
+        metrics.TRAINING_QUEUE_DEPTH.set(int(gw.redis.llen(gw.training_queue.key)))
+        for row in gw.catalog():
+            if row["version"] is not None:
+                metrics.ACTIVE_VERSION.labels(row["name"], str(row["scale"])).set(row["version"])
     except Exception:  # metrics must answer even when Redis does not
         pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

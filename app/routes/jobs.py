@@ -28,9 +28,10 @@ def job_resource(view: J.JobView, gw: Gateway, position: int | None = None) -> s
     proc_s = (view.ended_at - view.started_at).total_seconds() if view.ended_at and view.started_at else None
     return schemas.Job(
         id=view.id, status=view.status, model=view.model, scale=view.scale, format=view.format,
-        model_version=view.model_version, created_at=view.created_at,
+        model_version=view.model_version, model_sha256=view.model_sha256, created_at=view.created_at,
         timings=schemas.JobTimings(queued_at=queued, started_at=view.started_at, ended_at=view.ended_at,
-                                   queue_wait_s=wait_s, processing_s=proc_s),
+                                   batch_started_at=view.meta.get("batch_started_at") if view.status != "queued"
+                                   else None, queue_wait_s=wait_s, processing_s=proc_s),
         progress=round(view.progress, 4), attempts=view.attempts, queue_position=position,
         estimated_wait_s=gw.estimated_wait(position) if position is not None else None,
         input=schemas.InputInfo(**view.input), output=view.output, error=view.error, expires_at=view.expires_at,
@@ -94,7 +95,8 @@ async def get_result(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Resp
     ctype = (view.output or {}).get("content_type", "application/octet-stream")
     return Response(data, media_type=ctype, headers={
         "Content-Disposition": f'inline; filename="{job_id}.{_EXT.get(view.format, "bin")}"',
-        "X-Model-Version": view.model_version or "", "Cache-Control": "private, max-age=60"})
+        "X-Model-Version": "" if view.model_version is None else str(view.model_version),
+        "X-Model-Sha256": view.model_sha256 or "", "Cache-Control": "private, max-age=60"})
 
 
 @router.delete("/{job_id}", response_model=schemas.Job, responses=responses(404, 409),

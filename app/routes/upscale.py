@@ -25,25 +25,40 @@ def reject(status: int, code: str, message: str, headers: dict[str, str] | None 
     return ApiError(status, code, message, headers)
 
 
-def resolve_model(gw: Gateway, spec: str, scale: int) -> tuple[str, int, str | None, dict]:
-    """``name`` or ``name@version`` at ``scale`` -> (name, scale, version pin, catalog row), or a 422."""
+def resolve_model(gw: Gateway, spec: str, scale: int) -> tuple[str, int, int | None, dict]:
+    """``name`` or ``name@version`` at ``scale`` -> (name, scale, pinned version number, catalog row), or a
+    422. A version is a registry version number, or at least 6 hex digits of its sha256."""
+    from model.registry import match_pin
+
     name, _, pin = spec.partition("@")
-    rows = [r for r in gw.catalog() if r["name"] == name]
-    if not rows:
-        names = sorted({r["name"] for r in gw.catalog()})
-        raise reject(422, "unknown_model", f"unknown model {name!r}; choose one of {', '.join(names)}")
-    row = next((r for r in rows if r["scale"] == scale), None)
-    if row is None:
-        raise reject(422, "unknown_model", f"model {name!r} does not support scale {scale}; supported: "
-                     f"{', '.join(str(r['scale']) for r in rows)}")
-    if not row["has_weights"]:
-        raise reject(422, "model_unavailable", f"model {name!r} x{scale} has no weights yet")
-    if pin:
-        version = row["version"] or ""
-        if len(pin) < 6 or not version.startswith(pin):
-            raise reject(422, "unknown_model_version", f"model {name!r} x{scale} has version "
-                         f"{version[:12]}, not {pin!r} (give at least 6 characters of the sha256)")
-    return name, scale, pin or None, row
+
+    def row_of(catalog: list[dict]) -> dict:
+        rows = [r for r in catalog if r["name"] == name]
+        if not rows:
+            names = sorted({r["name"] for r in catalog})
+            raise reject(422, "unknown_model", f"unknown model {name!r}; choose one of {', '.join(names)}")
+        row = next((r for r in rows if r["scale"] == scale), None)
+        if row is None:
+            raise reject(422, "unknown_model", f"model {name!r} does not support scale {scale}; supported: "
+                         f"{', '.join(str(r['scale']) for r in rows)}")
+        return row
+
+    row = row_of(gw.catalog())
+    if not pin:
+        if not row["has_weights"]:
+            raise reject(422, "model_unavailable", f"model {name!r} x{scale} has no weights yet")
+        return name, scale, None, row
+    if row["weightless"]:
+        raise reject(422, "unknown_model_version", f"model {name!r} is an interpolation: it has no versions")
+    version = match_pin(row["versions"], pin)
+    if version is None:  # registered a moment ago, by another gateway?
+        gw.invalidate_catalog()
+        row = row_of(gw.catalog())
+        version = match_pin(row["versions"], pin)
+    if version is None:
+        raise reject(422, "unknown_model_version", f"model {name!r} x{scale} has no version {pin!r}; versions: "
+                     f"{', '.join(map(str, row['versions'])) or 'none'} (a number, or 6+ hex digits of a sha256)")
+    return name, scale, version, row
 
 
 def check_image(gw: Gateway, data: bytes, scale: int):
@@ -84,8 +99,9 @@ def _verify_png(data: bytes) -> None:
 async def upscale(
     gw: GatewayDep,
     file: Annotated[UploadFile, File(description="the image: PNG, JPEG, WebP, BMP, TIFF or GIF")],
-    model: Annotated[str | None, Form(description="model name, or `name@sha256-prefix` to pin a version "
-                                                  "(default: SRGAN_DEFAULT_MODEL)", max_length=120)] = None,
+    model: Annotated[str | None, Form(description="model name (its active version), or `name@version` to pin a "
+                                                  "registered version: its number, or 6+ hex digits of its "
+                                                  "sha256 (default: SRGAN_DEFAULT_MODEL)", max_length=120)] = None,
     scale: Annotated[int | None, Form(ge=1, le=8, description="upscaling factor (default: 4)")] = None,
     format: Annotated[Literal["png", "webp", "jpeg"] | None, Form(description="output format")] = None,
     quality: Annotated[int | None, Form(ge=1, le=100, description="WebP/JPEG quality")] = None,
@@ -111,7 +127,7 @@ async def upscale(
     return json_response(job_resource(J.JobView.from_job(job), gw, position), 202, headers)
 
 
-def accept(gw: Gateway, data: bytes, *, name: str, scale: int, pin: str | None, fmt: str, quality: int,
+def accept(gw: Gateway, data: bytes, *, name: str, scale: int, pin: int | None, fmt: str, quality: int,
            idempotency_key: str | None):
     """Check the upload and queue it (or find the job its idempotency key made). Returns (job, created,
     position in the queue)."""
