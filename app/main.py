@@ -16,7 +16,7 @@ from app import errors
 from app.admin import AdminGuard
 from app.config import Settings, get_settings
 from app.metrics import MetricsMiddleware
-from app.routes import health, jobs, models, ui, upscale
+from app.routes import health, jobs, models, training, ui, upscale
 from app.service import Gateway
 
 __all__ = ["create_app"]
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "Every error is `{\"error\": {\"code\", \"message\"}}`. The admin routes (model "
                               "versions, training runs) need `Authorization: Bearer <SRGAN_ADMIN_KEY>`.")
     errors.install(app)
-    for r in (upscale.router, jobs.router, models.router, health.router, ui.router):
+    for r in (upscale.router, jobs.router, models.router, training.router, health.router, ui.router):
         app.include_router(r)
     app.add_middleware(UploadGuard, max_bytes=settings.max_upload_bytes)
     app.add_middleware(AdminGuard, settings=settings)

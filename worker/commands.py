@@ -6,11 +6,14 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="run one batching worker",
+    p = sub.add_parser("worker", help="run one batching worker (or, with --queue training, a training worker)",
                        description="Run one worker: loads its models once, takes up to N queued jobs at a time "
-                                   "and batches their tiles through the engine. Settings come from SRGAN_* "
-                                   "environment variables (see app/SETTINGS.md); options here override them.")
-    p.add_argument("--queue", help="rq queue to drain (SRGAN_QUEUE)")
+                                   "and batches their tiles through the engine. With --queue set to the training "
+                                   "queue (SRGAN_TRAINING_QUEUE, `training`) it is a training worker instead: it "
+                                   "runs the training runs posted to /v1/training-runs, one at a time. Settings "
+                                   "come from SRGAN_* environment variables (see app/SETTINGS.md); options here "
+                                   "override them.")
+    p.add_argument("--queue", help="rq queue to drain (SRGAN_QUEUE); the training queue makes a training worker")
     p.add_argument("--model", nargs="+", metavar="NAME",
                    help="models to load at start, NAME or NAME_xSCALE (SRGAN_WORKER_MODELS)")
     p.add_argument("--redis-url", help="SRGAN_REDIS_URL")
@@ -37,4 +40,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)  # a service logs what it does
-    return run_worker(settings_from_args(args), burst=args.burst)
+    settings = settings_from_args(args)
+    if settings.queue == settings.training_queue:
+        from worker.training import run_training_worker
+
+        return run_training_worker(settings, burst=args.burst)
+    return run_worker(settings, burst=args.burst)

@@ -6,7 +6,8 @@
   one volume). A file's modification time is set to its expiry time; reads treat an expired file as gone and
   :meth:`DirStorage.sweep` (run by every worker's maintenance) deletes them.
 
-Blobs are addressed by ``(kind, job_id)`` where kind is ``"input"`` or ``"result"``.
+Blobs are addressed by ``(kind, job_id)`` where kind is ``"input"``, ``"result"`` or ``"samples"`` (the latest
+sample grid of a training run).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Protocol
 
 __all__ = ["Storage", "RedisStorage", "DirStorage", "make_storage", "KINDS"]
 
-KINDS = ("input", "result")
+KINDS = ("input", "result", "samples")
 
 
 class Storage(Protocol):
