@@ -9,7 +9,8 @@ import sys
 
 # Modules that add subcommands (each has ``register(subparsers)``); imported lazily so ``srgan --help`` and
 # light commands stay fast.
-COMMAND_MODULES = ["model.commands", "training.commands", "app.commands", "worker.commands"]
+COMMAND_MODULES = ["model.commands", "training.commands", "app.commands", "app.registry_commands",
+                   "worker.commands"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,14 @@
 
 or in one call: ``Client(url).upscale("photo.jpg", "photo_x4.png")``. Every error answer of the service is
 raised as :class:`ServiceError` with its ``status``, ``code`` and ``message``.
+
+With ``admin_key`` (the gateway's SRGAN_ADMIN_KEY) it also drives the model registry and training runs::
+
+    with Client(url, admin_key=key) as c:
+        v = c.upload_version("espcn", "runs/espcn/espcn_x4.safetensors")   # checked and gated
+        c.promote("espcn", v["version"], wait=10)                            # workers switch
+        c.rollback("espcn")
+        run = c.start_training(stage="espcn", data=["/data/photos"], steps=5000, auto_promote=True)
 """
 
 from __future__ import annotations
@@ -34,8 +42,9 @@ class ServiceError(Exception):
 
 class Client:
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 120.0,
-                 transport: httpx.BaseTransport | None = None):
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+                 transport: httpx.BaseTransport | None = None, admin_key: str | None = None):
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else None
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport, headers=headers)
 
     def __enter__(self) -> "Client":
         return self
@@ -105,6 +114,57 @@ class Client:
 
     def models(self) -> dict[str, Any]:
         return self._check(self.http.get("/v1/models")).json()
+
+    # -- admin: model registry and training runs (need admin_key) ---------------------------------------------
+    def versions(self, name: str, scale: int | None = None) -> dict[str, Any]:
+        """Every version of ``name`` (``espcn`` or ``espcn_x2``), the active one and the activation history."""
+        params = {"scale": scale} if scale else {}
+        return self._check(self.http.get(f"/v1/models/{name}/versions", params=params)).json()
+
+    def upload_version(self, name: str, weights: str | Path, card: str | Path | None = None, *, force: bool = False,
+                       promote: bool = False, by: str | None = None, notes: str = "") -> dict[str, Any]:
+        """Upload weights and their card (default: the .json beside them) as a new version; returns it."""
+        weights = Path(weights)
+        card = Path(card) if card else weights.with_suffix(".json")
+        fields = {"force": str(force).lower(), "promote": str(promote).lower(), "notes": notes}
+        if by:
+            fields["by"] = by
+        with open(weights, "rb") as w, open(card, "rb") as c:
+            r = self.http.post(f"/v1/models/{name}/versions", data=fields,
+                               files={"weights": (weights.name, w, "application/octet-stream"),
+                                      "card": (card.name, c, "application/json")})
+        return self._check(r).json()
+
+    def promote(self, name: str, version: int, *, by: str | None = None, wait: float = 0.0,
+                scale: int | None = None) -> dict[str, Any]:
+        """Make ``version`` active; with ``wait``, answer once the workers have switched (see ``rollout``)."""
+        params = {k: v for k, v in {"wait": wait, "scale": scale}.items() if v}
+        r = self.http.post(f"/v1/models/{name}/promote", json={"version": version, "by": by}, params=params,
+                           timeout=self.http.timeout.read + wait)
+        return self._check(r).json()
+
+    def rollback(self, name: str, *, by: str | None = None, wait: float = 0.0,
+                 scale: int | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"wait": wait, "scale": scale}.items() if v}
+        r = self.http.post(f"/v1/models/{name}/rollback", json={"by": by}, params=params,
+                           timeout=self.http.timeout.read + wait)
+        return self._check(r).json()
+
+    def start_training(self, **request: Any) -> dict[str, Any]:
+        """Queue a training run (fields of ``POST /v1/training-runs``); returns the run."""
+        return self._check(self.http.post("/v1/training-runs", json=request)).json()
+
+    def training_run(self, run_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/training-runs/{run_id}")).json()
+
+    def training_runs(self) -> list[dict[str, Any]]:
+        return self._check(self.http.get("/v1/training-runs")).json()["runs"]
+
+    def training_samples(self, run_id: str) -> bytes:
+        return self._check(self.http.get(f"/v1/training-runs/{run_id}/samples")).content
+
+    def cancel_training(self, run_id: str) -> dict[str, Any]:
+        return self._check(self.http.delete(f"/v1/training-runs/{run_id}")).json()
 
     def ready(self) -> bool:
         try:
