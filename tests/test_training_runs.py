@@ -51,7 +51,8 @@ def svc(tmp_path_factory):
     try:
         wait_ready(url)
         with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as admin:
-            yield {"admin": admin, "data": str(data), "trainer": trainer, "tmp": tmp, "url": url}
+            yield {"admin": admin, "data": str(data), "trainer": trainer, "tmp": tmp, "url": url,
+                   "env": env}
     finally:
         gateway.stop()
         worker.stop()
@@ -164,3 +165,33 @@ def test_cancel_a_queued_and_a_running_run(svc):
     done = wait_run(svc, nxt["id"], lambda r: r["status"] == "finished")
     assert done["result"]["version"] == max(before) + 1 and not done["result"]["promoted"]
     assert_error(admin.delete(f"/v1/training-runs/{nxt['id']}"), 409, "not_cancelable")
+
+
+def test_sigterm_puts_a_run_back_and_the_next_training_worker_resumes_it(svc):
+    import signal
+
+    admin = svc["admin"]
+    run = start(admin, stage="espcn", data=[svc["data"]], steps=60, init="active",
+                overrides={**TINY, "lr": 1e-7, "val_every": 1000, "ckpt_every": 1000})
+    running = wait_run(svc, run["id"], lambda r: r["status"] == "started" and r["step"] >= 3)
+    svc["trainer"].signal(signal.SIGTERM)
+    wait_for(lambda: svc["trainer"].proc.poll() is not None, 30, "the training worker to stop")
+    assert svc["trainer"].proc.returncode == 0, svc["trainer"].output()[-2000:]
+    stopped = admin.get(f"/v1/training-runs/{run['id']}").json()
+    assert stopped["status"] == "queued" and stopped["step"] >= running["step"], stopped  # back, not lost
+    trainer = Service(["worker", "--queue", "training"], svc["env"], svc["tmp"], "trainer2")
+    try:
+        steps = []
+
+        def finished(r):
+            steps.append(r["step"])
+            return r["status"] == "finished"
+
+        done = wait_run(svc, run["id"], finished)
+        # a clean stop is not the run's fault: it does not count as an attempt
+        assert done["attempts"] == 1 and done["step"] == 60 and done["result"]["version"] >= 2
+        # it went on from the checkpoint of the stop, not from step 0
+        assert min(s for s in steps if s) >= stopped["step"], (stopped["step"], steps)
+        assert "(resuming)" in trainer.output()
+    finally:
+        trainer.stop()
