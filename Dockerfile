@@ -20,7 +20,9 @@ COPY app app
 COPY model model
 COPY worker worker
 COPY training training
-RUN pip install --no-deps . && useradd --create-home --uid 10001 srgan
+# The models and runs folders exist in the image, owned by srgan, so named volumes mounted there are writable.
+RUN pip install --no-deps . && useradd --create-home --uid 10001 srgan \
+    && mkdir -p /var/lib/srgan/models /var/lib/srgan/runs && chown -R srgan /var/lib/srgan
 USER srgan
 
 # 8000: gateway HTTP; 9100: worker Prometheus metrics.
