@@ -6,6 +6,7 @@ Heavy modules (uvicorn, httpx, torch) are imported inside the commands, so ``srg
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -61,7 +62,8 @@ def register_client(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="client_command", required=True, metavar="{upscale}")
     u = csub.add_parser("upscale", help="upload images, wait with a progress bar, save the results")
     u.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    u.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway (default: %(default)s)")
+    u.add_argument("--url", default=os.environ.get("SRGAN_URL", "http://127.0.0.1:8000"),
+                   help="the gateway (default: $SRGAN_URL or %(default)s)")
     u.add_argument("-o", "--out", type=Path, default=Path("."), help="output folder (default: .)")
     u.add_argument("--model", "-m", help="model name, or name@version (default: the service's)")
     u.add_argument("--scale", "-s", type=int)
