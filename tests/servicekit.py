@@ -114,7 +114,9 @@ def service_env(redis_url: str, name: str, **settings) -> dict[str, str]:
     env.update({"SRGAN_REDIS_URL": redis_url, "SRGAN_QUEUE": name, "SRGAN_KEY_PREFIX": f"t-{name}",
                 "SRGAN_HEARTBEAT_INTERVAL_S": "0.3", "SRGAN_WORKER_DEAD_AFTER_S": "2",
                 "SRGAN_MAINTENANCE_INTERVAL_S": "0.5", "SRGAN_PROGRESS_INTERVAL_S": "0.1",
-                "SRGAN_WORKER_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"})
+                "SRGAN_WORKER_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1",
+                # Never the user's own registry: a test's versions and promotions stay in its own folder.
+                "SRGAN_MODELS_DIR": tempfile.mkdtemp(prefix=f"srgan-models-{name}-")})
     env.setdefault("OMP_NUM_THREADS", "2")
     env.update({f"SRGAN_{k.upper()}": str(v) for k, v in settings.items()})
     return env
