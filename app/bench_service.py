@@ -229,12 +229,14 @@ def _engine_child(model: str, scale: int, folder: Path) -> dict:
     t0 = time.perf_counter()
     out = up.upscale(rgb)
     dt = time.perf_counter() - t0
-    # The same images with their results encoded in two threads while the next tiles compute, as
-    # `srgan upscale` does: the work the worker does, without the queue and the HTTP around it.
+    # The same images with their results encoded by as many threads as the worker has, while the next tiles
+    # compute: the work the worker does, without the queue and the HTTP around it.
     from concurrent.futures import ThreadPoolExecutor
 
+    from worker.service import io_threads
+
     fmt = os.environ.get("SRGAN_BENCH_FORMAT", "png")
-    with ThreadPoolExecutor(s.worker_io_threads) as pool:
+    with ThreadPoolExecutor(io_threads(s)) as pool:
         t1 = time.perf_counter()
         futures = [pool.submit(encode, decoded[i], sr, fmt, 90, png_compress_level=s.worker_png_compress_level)
                    for i, sr in up.upscale_iter(rgb)]

@@ -52,7 +52,7 @@ from worker import jobs as J
 from worker import metrics as M
 from worker.storage import make_storage
 
-__all__ = ["BatchWorker"]
+__all__ = ["BatchWorker", "io_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,19 @@ class _Task:
         return m["model"], int(m["scale"]), pin or None
 
 
+def io_threads(settings) -> int:
+    """A GPU outruns one or two PNG encoders by far (H200, SRResNet, 256 px in: 211 images/s computed, 16/s
+    encoded with 2 threads); Pillow encodes without the GIL, so use the cores. On a CPU worker those cores
+    run the network, and two threads keep decode/encode overlapped without starving it."""
+    from model.engine import resolve_device
+
+    if settings.worker_io_threads:
+        return settings.worker_io_threads
+    if resolve_device(settings.worker_device).type == "cpu":
+        return 2
+    return max(2, min(16, len(os.sched_getaffinity(0))))
+
+
 class _ModelError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -135,7 +148,8 @@ class BatchWorker(BaseWorker):
         self._tasks: dict[str, _Task] = {}  # claimed and not yet ended
         self._dirty_progress: dict[str, float] = {}
         self._lock = threading.Lock()  # guards _tasks, _dirty_progress and every meta write
-        self._pool = ThreadPoolExecutor(settings.worker_io_threads, thread_name_prefix="srgan-io")
+        self.io_threads = io_threads(settings)
+        self._pool = ThreadPoolExecutor(self.io_threads, thread_name_prefix="srgan-io")
         self._pending: set[Future] = set()
         self._beat_stop = threading.Event()
         self._beat_thread: threading.Thread | None = None
@@ -328,7 +342,7 @@ class BatchWorker(BaseWorker):
                     self.set_state(WorkerStatus.SUSPENDED)
                     time.sleep(0.5)
                     continue
-                self._wait_for_encoders(max_pending=max(2, self.batch_jobs))
+                self._wait_for_encoders(max_pending=max(2, self.batch_jobs, self.io_threads))
                 tasks = self._claim(block_s=None if burst else 1)
                 if not tasks:
                     if burst:
