@@ -63,10 +63,7 @@ def hf_energy_ratio(sr: torch.Tensor, hr: torch.Tensor, border: int = 0, sigma: 
     below 1, perceptual/GAN outputs closer to 1 (or above, with artefacts). ``blur`` is a Gaussian of ``sigma``.
     """
     size = int(2 * round(3 * sigma) + 1)
-    x = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
-    g = (g / g.sum())
-    win = (g[:, None] * g[None, :])[None, None]
+    win = _gaussian_window(size, sigma)
 
     def energy(img: torch.Tensor) -> float:
         y = shave(rgb_to_y(img), border)[None, None]
