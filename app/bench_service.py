@@ -212,17 +212,17 @@ class EngineBench:
 
 def _engine_child(model: str, scale: int, folder: Path) -> dict:
     from app.config import Settings
-    from model.engine import EngineConfig, Upscaler
+    from model.engine import Upscaler
     from model.imageio import decode, encode
     from model.zoo import load_model
+    from worker.service import engine_config, io_threads
 
     s = Settings()
     if s.worker_threads:
         import torch
 
         torch.set_num_threads(s.worker_threads)
-    up = Upscaler(load_model(model, scale), EngineConfig(
-        device=s.worker_device, precision=s.worker_precision, tile=s.worker_tile, batch_size=s.worker_batch_size))
+    up = Upscaler(load_model(model, scale), engine_config(s))
     decoded = [decode(p.read_bytes()) for p in sorted(folder.glob("*.png"))]
     rgb = [d.rgb for d in decoded]
     up.upscale(rgb[:2])  # warm-up
@@ -232,8 +232,6 @@ def _engine_child(model: str, scale: int, folder: Path) -> dict:
     # The same images with their results encoded by as many threads as the worker has, while the next tiles
     # compute: the work the worker does, without the queue and the HTTP around it.
     from concurrent.futures import ThreadPoolExecutor
-
-    from worker.service import io_threads
 
     fmt = os.environ.get("SRGAN_BENCH_FORMAT", "png")
     with ThreadPoolExecutor(io_threads(s)) as pool:

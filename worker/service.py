@@ -52,7 +52,7 @@ from worker import jobs as J
 from worker import metrics as M
 from worker.storage import make_storage
 
-__all__ = ["BatchWorker", "io_threads"]
+__all__ = ["BatchWorker", "io_threads", "engine_config"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,16 @@ def io_threads(settings) -> int:
     if resolve_device(settings.worker_device).type == "cpu":
         return 2
     return max(2, min(16, len(os.sched_getaffinity(0))))
+
+
+def engine_config(settings):
+    """The engine settings of a worker (``SRGAN_WORKER_*``); ``srgan bench service`` times the engine alone with
+    the same ones."""
+    from model.engine import EngineConfig
+
+    s = settings
+    return EngineConfig(device=s.worker_device, precision=s.worker_precision, tile=s.worker_tile,
+                        batch_size=s.worker_batch_size)
 
 
 class _ModelError(Exception):
@@ -188,7 +198,7 @@ class BatchWorker(BaseWorker):
 
     def _load(self, name: str, scale: int, pin: int | str | None = None):
         """Load a version (default: the active one) into a new engine, beside whatever is loaded."""
-        from model.engine import EngineConfig, Upscaler
+        from model.engine import Upscaler
         from model.registry import RegistryError
         from model.weights import WeightsError
         from model.zoo import NoWeightsError, UnknownModelError, load_model
@@ -203,10 +213,7 @@ class BatchWorker(BaseWorker):
             raise _ModelError("model_unavailable", str(e)) from None
         except RegistryError as e:
             raise _ModelError("model_version_unavailable", str(e)) from None
-        s = self.settings
-        cfg = EngineConfig(device=s.worker_device, precision=s.worker_precision, tile=s.worker_tile,
-                           batch_size=s.worker_batch_size)
-        up = Upscaler(loaded, cfg)
+        up = Upscaler(loaded, engine_config(self.settings))
         dt = time.perf_counter() - t0
         M.MODEL_LOAD_SECONDS.labels(name).observe(dt)
         d = up.describe()
