@@ -44,7 +44,7 @@ from rq.serializers import JSONSerializer
 
 __all__ = ["JOB_FUNC", "TERMINAL", "Keys", "JobView", "IdempotencyConflict", "upscale_job", "new_job_id",
            "open_queue", "fetch_job", "enqueue", "cancel", "publish", "requeue", "fail", "reap_dead_workers",
-           "live_workers", "parse_live_workers", "utcnow", "iso", "parse_model", "estimated_seconds_per_job"]
+           "live_workers", "parse_live_workers", "utcnow", "iso", "expiry", "parse_model", "estimated_seconds_per_job"]
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,8 @@ class JobView:
                    expires_at=meta.get("expires_at"), meta=meta)
 
 
-def _expiry(seconds: float, start: dt.datetime | None = None) -> str:
+def expiry(seconds: float, start: dt.datetime | None = None) -> str:
+    """When something kept ``seconds`` from ``start`` (default: now) expires, ISO 8601 UTC."""
     return iso((start or utcnow()) + dt.timedelta(seconds=seconds))
 
 
@@ -204,7 +205,7 @@ def enqueue(queue: Queue, storage, settings, *, job_id: str, data: bytes, meta: 
             if idempotency_key is not None:
                 conn.delete(keys.idempotency(idempotency_key))
             raise
-    meta = {**meta, "attempts": 0, "progress": 0.0, "expires_at": _expiry(settings.input_ttl_s)}
+    meta = {**meta, "attempts": 0, "progress": 0.0, "expires_at": expiry(settings.input_ttl_s)}
     job = queue.create_job(JOB_FUNC, job_id=job_id, meta=meta, ttl=settings.input_ttl_s,
                            result_ttl=settings.result_ttl_s, failure_ttl=settings.result_ttl_s,
                            timeout=-1, description=f"upscale {meta['model']} x{meta['scale']}")
@@ -239,7 +240,7 @@ def cancel(queue: Queue, storage, keys: Keys, job: Job) -> bool:
     conn = queue.connection
     if not conn.lrem(queue.key, 1, job.id):
         return False
-    job.meta.update(error=None, expires_at=_expiry(int(job.result_ttl or 0) or 3600))
+    job.meta.update(error=None, expires_at=expiry(int(job.result_ttl or 0) or 3600))
     job.save_meta()
     job.cancel()
     storage.delete("input", job.id)
@@ -277,7 +278,7 @@ def fail(job: Job, queue: Queue, pipeline, code: str, message: str, result_ttl_s
     from rq.job_lifecycle import record_job_failure
 
     job.ended_at = utcnow()
-    job.meta.update(error={"code": code, "message": message}, expires_at=_expiry(result_ttl_s, job.ended_at))
+    job.meta.update(error={"code": code, "message": message}, expires_at=expiry(result_ttl_s, job.ended_at))
     job.save(pipeline=pipeline, include_meta=True, include_result=False)
     _forget_executions(queue, job.id, pipeline)
     record_job_failure(job, f"{code}: {message}", pipeline)

@@ -729,7 +729,7 @@ class BatchWorker(BaseWorker):
             self._dirty_progress.pop(t.id, None)
         job.ended_at = J.utcnow()
         job.meta.update(progress=1.0 if ok else job.meta.get("progress", 0.0), output=output, error=error,
-                        expires_at=J.iso(job.ended_at + _seconds(ttl)))
+                        expires_at=J.expiry(ttl, job.ended_at))
         if ok:
             job.meta.update(model_version=t.model_version, model_sha256=t.model_sha256)
         in_redis = self.storage.pipelined
@@ -793,12 +793,6 @@ def _aware(t):
     import datetime as dt
 
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
-
-
-def _seconds(s: float):
-    import datetime as dt
-
-    return dt.timedelta(seconds=s)
 
 
 def run_worker(settings, *, models: list[str] | None = None, burst: bool = False,
