@@ -76,7 +76,7 @@ def _who(args: argparse.Namespace) -> str:
         return "cli"
 
 
-def _series(name: str, scale: int | None, default: int) -> tuple[str, int | None]:
+def _series(name: str, scale: int | None, default: int | None) -> tuple[str, int | None]:
     base, sep, sc = name.rpartition("_x")
     if sep and sc.isdigit():
         return base, int(sc)
@@ -183,8 +183,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    base, sep, sc = args.name.rpartition("_x")
-    name, scale = (base, int(sc)) if sep and sc.isdigit() else (args.name, args.scale)
+    name, scale = _series(args.name, args.scale, None)  # no default: the card says the scale
     who = _who(args)
 
     def local(reg) -> dict[str, Any]:
