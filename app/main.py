@@ -44,13 +44,13 @@ class UploadGuard:
             await self._refuse(scope, receive, send, 415, "unsupported_media_type",
                                f"send the image as multipart/form-data (field `file`), not {ctype or 'no type'}")
             return
+        limit = self.max_bytes + 64 * 1024  # room for the multipart framing and the form fields
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes + 64 * 1024:
+        if length is not None and length.isdigit() and int(length) > limit:
             await self._refuse(scope, receive, send, 413, "upload_too_large",
                                f"the request is {int(length):,} bytes; uploads are limited to {self.max_bytes:,}")
             return
         seen = 0
-        limit = self.max_bytes + 64 * 1024  # room for the multipart framing and the form fields
 
         async def counted() -> Message:
             nonlocal seen
