@@ -102,11 +102,11 @@ def _targets(inputs: list[Path], out: Path, ext: str) -> list[Path]:
 def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from model.imageio import DEFAULT_MAX_PIXELS, ImageError, decode, encode
+    from model.imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, ImageError, decode, encode
 
     up = engine_from_args(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    targets = _targets(args.inputs, args.out, {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}[args.format])
+    targets = _targets(args.inputs, args.out, EXTENSIONS[args.format])
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     failures = 0
 

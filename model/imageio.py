@@ -27,11 +27,12 @@ from model.imresize import imresize
 
 __all__ = ["ImageError", "NotAnImageError", "CorruptImageError", "TooManyPixelsError", "EmptyImageError",
            "UnsupportedImageError", "ImageInfo", "DecodedImage", "probe", "decode", "encode", "OUTPUT_FORMATS",
-           "CONTENT_TYPES", "DEFAULT_MAX_PIXELS"]
+           "CONTENT_TYPES", "EXTENSIONS", "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 16_000_000
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "MPO")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, what Pillow uses for RGB -> L
 _PNG16_MODES = {2: "RGB;16", 4: "LA;16", 6: "RGBA;16"}  # PNG colour type -> our name for the mode

@@ -10,13 +10,13 @@ from app import schemas
 from app.deps import GatewayDep
 from app.errors import ApiError, responses
 from app.service import Gateway
+from model.imageio import EXTENSIONS
 from worker import jobs as J
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 WaitParam = Annotated[float, Query(ge=0, description="seconds to wait for the job to end before answering "
                                                       "(long-poll; capped by SRGAN_MAX_WAIT_S)")]
-_EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}
 
 
 def job_resource(view: J.JobView, gw: Gateway, position: int | None = None) -> schemas.Job:
@@ -94,7 +94,7 @@ async def get_result(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Resp
         raise ApiError(410, "result_expired", "the result has expired and was deleted")
     ctype = (view.output or {}).get("content_type", "application/octet-stream")
     return Response(data, media_type=ctype, headers={
-        "Content-Disposition": f'inline; filename="{job_id}.{_EXT.get(view.format, "bin")}"',
+        "Content-Disposition": f'inline; filename="{job_id}{EXTENSIONS.get(view.format, ".bin")}"',
         "X-Model-Version": "" if view.model_version is None else str(view.model_version),
         "X-Model-Sha256": view.model_sha256 or "", "Cache-Control": "private, max-age=60"})
 
