@@ -84,10 +84,6 @@ class LoadedModel:
         """What exactly computes the output: the weights' sha256, or 'builtin' for interpolation."""
         return self.card.sha256 if self.card else "builtin"
 
-    @property
-    def sha256(self) -> str:
-        return self.version
-
 
 def weights_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get("SRGAN_WEIGHTS_DIR", "").split(os.pathsep) if p]
