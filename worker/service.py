@@ -471,19 +471,20 @@ class BatchWorker(BaseWorker):
         self._measure_memory()
 
     def _measure_memory(self) -> None:
-        for up in list(self.engines.values()):
-            dev = up.device
-            if dev.type == "cuda":
-                import torch
+        up = next(iter(list(self.engines.values())), None)  # every engine of a worker is on its one device
+        if up is None:
+            return
+        dev = up.device
+        if dev.type == "cuda":
+            import torch
 
-                M.DEVICE_MEMORY.labels(str(dev)).set(torch.cuda.memory_allocated(dev))
-            else:
-                try:
-                    with open("/proc/self/statm") as f:
-                        M.DEVICE_MEMORY.labels("cpu").set(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
-                except (OSError, ValueError):
-                    pass
-            break
+            M.DEVICE_MEMORY.labels(str(dev)).set(torch.cuda.memory_allocated(dev))
+        else:
+            try:
+                with open("/proc/self/statm") as f:
+                    M.DEVICE_MEMORY.labels("cpu").set(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            except (OSError, ValueError):
+                pass
 
     def _flush_progress(self) -> None:
         with self._lock:
