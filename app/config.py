@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     worker_io_threads: int | None = Field(None, ge=1, description="threads that decode inputs and encode results "
                                           "while tiles compute (empty: 2 on a CPU worker, where they share the "
                                           "cores with inference; on a GPU worker one per CPU core, up to 16)")
-    worker_png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG results (1 is ~4x "
-                                           "faster than Pillow's 6)")
+    worker_png_compress_level: int = Field(1, ge=0, le=9, description="PNG result compression: 0-3 "
+                                           "ISA-L's fast levels, 4-9 zlib's (slower, usually smaller files)")
     worker_metrics_port: int = Field(9100, ge=0, description="worker Prometheus port (0: off)")
     heartbeat_interval_s: float = Field(2.0, gt=0, description="how often a worker says it is alive, also "
                                         "while it computes")
