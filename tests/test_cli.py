@@ -63,3 +63,19 @@ def test_bench_engine_json():
     assert all(r["out_mp_per_s"] > 0 and 0 < r["roofline_fraction"] < 1.5 for r in rows)
     # FLOPs are counted: ESPCN x4 does about 2 * 37k multiply-adds per LR pixel = 4.6 kFLOP per output pixel.
     assert 4000 < espcn[0]["flops_per_out_px"] < 5500
+
+
+def test_bench_service_json():
+    """The whole stack on free ports (its own redis-server, a worker, the gateway), two service rounds between
+    engine runs: every image comes back at 4x its size, and the median round's ratio is among the rounds'."""
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "bench", "service", "--model", "espcn", "-n", "6",
+                           "-c", "3", "--size", "48", "--rounds", "2", "--overhead-jobs", "5", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    sv = r["service"]
+    assert sv["failed"] == 0 and sv["images_per_s"] > 0
+    assert abs(sv["out_mp_per_s"] / sv["images_per_s"] - (4 * 48) ** 2 / 1e6) < 1e-6  # each result 192x192
+    assert len(r["ratios_to_engine"]) == 2 and round(r["ratio_to_engine"], 3) in r["ratios_to_engine"]
+    assert len(r["engine"]["runs_s"]) == 2 and 0 < sv["engine_busy_fraction"] <= 1
+    assert r["overhead"]["jobs"] == 5 and r["overhead"]["e2e_ms"]["p50"] > 0
