@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     worker_batch_size: int | None = Field(None, ge=1, description="tiles per forward pass (empty: the "
                                           "engine's default)")
     worker_threads: int | None = Field(None, ge=1, description="torch CPU threads (empty: torch's default)")
+    worker_streams: int | None = Field(None, ge=1, description="CPU: forward passes a batch is split into, run "
+                                       "at once on a share of the threads each (empty: one per thread; 1: one "
+                                       "pass on all threads)")
     worker_io_threads: int | None = Field(None, ge=1, description="threads that decode inputs and encode results "
                                           "while tiles compute (empty: 2 on a CPU worker, where they share the "
                                           "cores with inference; on a GPU worker one per CPU core, up to 16)")
@@ -111,8 +114,8 @@ class Settings(BaseSettings):
     training_result_ttl_s: int = Field(604800, ge=1, description="seconds a finished training run's record and "
                                        "last sample grid are kept")
 
-    @field_validator("storage_dir", "worker_tile", "worker_batch_size", "worker_threads", "worker_io_threads",
-                     "admin_key", "models_dir", "gate_dir", "training_runs_dir", mode="before")
+    @field_validator("storage_dir", "worker_tile", "worker_batch_size", "worker_threads", "worker_streams",
+                     "worker_io_threads", "admin_key", "models_dir", "gate_dir", "training_runs_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if isinstance(v, str) and not v.strip() else v

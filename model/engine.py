@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+
+from concurrent.futures import ThreadPoolExecutor
 
 from model.fused import inference_form
 from model.zoo import LoadedModel
@@ -48,6 +51,11 @@ class EngineConfig:
             the fastest sizes measured).
         overlap: context in input pixels around each tile (default: the model's receptive-field budget).
         batch_size: tiles per forward pass (default: 4 on CPU, 16 on CUDA).
+        streams: on CPU, a batch is split among this many forward passes run at once, each on its share of
+            torch's threads (default: one single-threaded pass per thread, up to the batch size; 1: one pass
+            on all threads). Passes that do not share threads skip OpenMP's barrier after every layer: SRResNet
+            on 2 cores computed 10-17% more tiles/s, and a thread pre-empted by other work (the worker's
+            encoders, the gateway) no longer holds its partner idle at each barrier.
         compile: wrap the network in ``torch.compile`` (measured: no gain on CPU).
     """
 
@@ -57,6 +65,7 @@ class EngineConfig:
     tile: int | None = None
     overlap: int | None = None
     batch_size: int | None = None
+    streams: int | None = None
     compile: bool = False
 
 
@@ -144,13 +153,16 @@ class Upscaler:
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = torch.compile(net) if cfg.compile else net
+        # A compiled module is not called from several threads at once; CUDA runs a batch as one pass.
+        self.streams = 1 if cuda or cfg.compile or self.device.type != "cpu" else cfg.streams
         self.config = cfg
 
     def describe(self) -> dict:
         return {"model": self.model.name, "scale": self.scale, "version": self.model.version,
                 "version_number": self.model.version_number,
                 "device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
-                "tile": self.tile, "overlap": self.overlap, "batch_size": self.batch_size}
+                "tile": self.tile, "overlap": self.overlap, "batch_size": self.batch_size,
+                "streams": self.streams or "auto"}
 
     # -- public API ---------------------------------------------------------------------------------------
     def upscale(self, images: Sequence[torch.Tensor], progress: Callable[[Progress], None] | None = None
@@ -237,6 +249,24 @@ class Upscaler:
                 yield t.image, finished
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        threads = torch.get_num_threads()  # read per call: the worker drops to one thread for tiny jobs
+        n = min(self.streams or threads, threads, len(x))
+        if n <= 1:
+            return self._forward_pass(x)
+        futures = [_stream_pool(n).submit(self._forward_pass, part, threads // n) for part in x.tensor_split(n)]
+        outs, errors = [], []
+        for f in futures:  # every pass ends before an error is raised: a retry must not run beside one
+            try:
+                outs.append(f.result())
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+        return torch.cat(outs)
+
+    def _forward_pass(self, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        if threads is not None:
+            torch.set_num_threads(threads)  # this thread's own OpenMP team size
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = _DTYPES[self.precision]
@@ -248,6 +278,20 @@ class Upscaler:
             if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
                 raise _OutOfMemory() from None
             raise
+
+
+_streams: ThreadPoolExecutor | None = None
+_streams_lock = threading.Lock()
+
+
+def _stream_pool(n: int) -> ThreadPoolExecutor:
+    """Threads for concurrent forward passes, shared by every engine in the process (one batch computes at a
+    time per caller; the pool grows when a caller wants more passes)."""
+    global _streams
+    with _streams_lock:
+        if _streams is None or _streams._max_workers < n:
+            _streams = ThreadPoolExecutor(n, thread_name_prefix="srgan-engine-pass")
+        return _streams
 
 
 def _window_shape(t: _Tile) -> tuple[int, int]:

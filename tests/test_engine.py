@@ -50,6 +50,8 @@ class _Spy(nn.Module):
 
 
 def _spied(model_name="espcn", oom_if=lambda x: False, **cfg):
+    """An engine whose network records each forward pass; one pass per batch unless ``streams`` says more."""
+    cfg.setdefault("streams", 1)
     up = Upscaler(load_model(model_name, 4), EngineConfig(precision="fp32", **cfg))
     up.net = _Spy(up.net, oom_if)
     return up
@@ -64,6 +66,40 @@ def test_tiles_of_different_images_share_batches():
     ref = Upscaler(load_model("espcn", 4), precision="fp32", tile=0).upscale(images)
     for a, b in zip(out, ref):
         assert a.dtype == torch.uint8 and (a.int() - b.int()).abs().max() <= 1
+
+
+class _ThreadSpy(nn.Module):
+    """Records, per forward pass, its thread, torch's thread count there and the tiles it got."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.passes = net, []
+
+    def forward(self, x):
+        import threading
+
+        self.passes.append((threading.current_thread().name, torch.get_num_threads(), x.shape[0]))
+        return self.net(x)
+
+
+def test_cpu_batches_split_into_single_threaded_passes():
+    images = [photo_tensor("astronaut", (150, 150)), photo_tensor("coffee", (150, 150))]
+    one = Upscaler(load_model("srresnet", 4), precision="fp32", tile=64, batch_size=4, streams=1).upscale(images)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        up = Upscaler(load_model("srresnet", 4), precision="fp32", tile=64, batch_size=4)  # streams: auto
+        up.net = _ThreadSpy(up.net)
+        split = up.upscale(images)
+        assert torch.get_num_threads() == 2  # the caller's own thread count is left alone
+    finally:
+        torch.set_num_threads(before)
+    # 18 tiles in batches of 4, 4, 4, 4, 2, each split in two one-thread passes, off the calling thread.
+    assert [n for _, _, n in up.net.passes] == [2] * 8 + [1, 1] and {t for _, t, _ in up.net.passes} == {1}
+    assert all(name.startswith("srgan-engine-pass") for name, _, _ in up.net.passes)
+    assert len({name for name, _, _ in up.net.passes}) == 2
+    for a, b in zip(split, one):
+        assert torch.equal(a, b)  # the same tiles through the same network: bit for bit
 
 
 def test_progress_and_completion_order():

@@ -124,7 +124,7 @@ def engine_config(settings):
 
     s = settings
     return EngineConfig(device=s.worker_device, precision=s.worker_precision, tile=s.worker_tile,
-                        batch_size=s.worker_batch_size)
+                        batch_size=s.worker_batch_size, streams=s.worker_streams)
 
 
 class _ModelError(Exception):
