@@ -154,7 +154,7 @@ class Upscaler:
             net = net.to(memory_format=torch.channels_last)
         self.net = torch.compile(net) if cfg.compile else net
         # A compiled module is not called from several threads at once; CUDA runs a batch as one pass.
-        self.streams = 1 if cuda or cfg.compile or self.device.type != "cpu" else cfg.streams
+        self.streams = 1 if cfg.compile or self.device.type != "cpu" else cfg.streams
         self.config = cfg
 
     def describe(self) -> dict:
@@ -280,18 +280,18 @@ class Upscaler:
             raise
 
 
-_streams: ThreadPoolExecutor | None = None
-_streams_lock = threading.Lock()
+_stream_pools: dict[int, ThreadPoolExecutor] = {}
+_stream_pools_lock = threading.Lock()
 
 
 def _stream_pool(n: int) -> ThreadPoolExecutor:
-    """Threads for concurrent forward passes, shared by every engine in the process (one batch computes at a
-    time per caller; the pool grows when a caller wants more passes)."""
-    global _streams
-    with _streams_lock:
-        if _streams is None or _streams._max_workers < n:
-            _streams = ThreadPoolExecutor(n, thread_name_prefix="srgan-engine-pass")
-        return _streams
+    """``n`` threads for concurrent forward passes, shared by every engine of the process that splits its
+    batches ``n`` ways."""
+    with _stream_pools_lock:
+        pool = _stream_pools.get(n)
+        if pool is None:
+            pool = _stream_pools[n] = ThreadPoolExecutor(n, thread_name_prefix="srgan-engine-pass")
+        return pool
 
 
 def _window_shape(t: _Tile) -> tuple[int, int]:

@@ -582,8 +582,8 @@ class BatchWorker(BaseWorker):
 
     def _prefetch(self) -> list[_Task]:
         """In the pool while a batch computes: claim, start and decode the next one, so the compute thread goes
-        from one batch to the next without waiting on Redis or decoders (a GPU worker idled ~20 ms between
-        batches; a CPU worker spent 4% of its time there). One batch ahead at most."""
+        from one batch to the next without waiting on Redis or decoders (a 2-core CPU worker spent 4-6% of its
+        wall time there, measured). One batch ahead at most."""
         tasks = self._claim(block_s=None)
         for t in tasks:
             self._decode(t)
