@@ -88,6 +88,22 @@ def test_jobs_of_one_model_share_one_engine_call(env):
     assert q.finished_job_registry.count == 5 and q.started_job_registry.count == 0
 
 
+def test_the_next_full_batch_is_taken_while_one_computes(env):
+    """Two jobs per batch, six jobs: while a full batch computes, the next is claimed, started and decoded, so
+    each later batch was started before the batch ahead of it ended; every result is still the engine's."""
+    s, conn, q, storage = env
+    s = s.model_copy(update={"worker_batch_jobs": 2})
+    images = [png(photo(size=(96, 96), top=30 * i)) for i in range(6)]
+    ids = [enqueue(s, q, storage, data, "srresnet") for data in images]
+    w = BatchWorker(s, connection=conn, models=["srresnet"])
+    run(w)
+    views = [J.JobView.from_job(J.fetch_job(q, j)) for j in ids]
+    assert [v.status for v in views] == ["finished"] * 6 and all(v.attempts == 1 for v in views)
+    for ahead, later in ((views[0:2], views[2:4]), (views[2:4], views[4:6])):
+        assert max(v.started_at for v in later) < min(v.ended_at for v in ahead)
+    assert (decode_png(storage.get("result", ids[5])) == direct_upscale(images[5], "srresnet")).all()
+
+
 def test_an_image_that_cannot_fit_fails_alone(env):
     s, conn, q, storage = env
     ids = [enqueue(s, q, storage, png(photo(size=(10, 10 + i))), "bicubic") for i in range(3)]

@@ -7,8 +7,8 @@ and a fork per job costs more than a small job. Its loop:
 1. **claim** up to ``worker_batch_jobs`` job ids, moving them from the queue list to this worker's claim list
    with (B)LMOVE, so a worker killed at any moment leaves them findable (``worker.jobs.reap_dead_workers``);
 2. **start** them in one pipeline (rq execution, status ``started``, attempt counted) and read their uploads;
-3. **decode** the uploads in a thread pool; once a batch computes, a pool thread already claims, starts and
-   decodes the next one (one batch ahead), so the engine goes from batch to batch without waiting;
+3. **decode** the uploads in a thread pool; while a full batch computes, a pool thread already claims, starts
+   and decodes the next one (one batch ahead), so the engine goes from batch to batch without waiting;
 4. per model and scale, run every image through **one** ``Upscaler.upscale_iter`` call, so tiles of different
    jobs share batches; the engine's per-tile progress callback feeds each job's ``meta.progress``;
 5. as each image completes, **encode and store** it in the thread pool while the next tiles compute, then
@@ -630,7 +630,10 @@ class BatchWorker(BaseWorker):
                 self._fail(t, *t.error)
             else:
                 ok.append(t)
-        if ok and self._prefetched is None and not (self._stop_requested or self._suspended):
+        # A full batch says more jobs are likely waiting; after a partial one a prefetch would mostly find none
+        # and only add a Redis round trip and a thread hand-off to each lone job.
+        if len(ok) >= self.batch_jobs and self._prefetched is None and not (self._stop_requested or
+                                                                            self._suspended):
             self._prefetched = self._pool.submit(self._prefetch)
         groups: dict[tuple[str, int, str | None], list[_Task]] = {}
         for t in ok:
