@@ -635,7 +635,7 @@ class BatchWorker(BaseWorker):
         if len(ok) >= self.batch_jobs and self._prefetched is None and not (self._stop_requested or
                                                                             self._suspended):
             self._prefetched = self._pool.submit(self._prefetch)
-        groups: dict[tuple[str, int, str | None], list[_Task]] = {}
+        groups: dict[tuple[str, int, int | str | None], list[_Task]] = {}
         for t in ok:
             groups.setdefault(t.model_key, []).append(t)
         for (name, scale, pin), group in groups.items():
