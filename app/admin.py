@@ -21,21 +21,23 @@ from app.errors import ApiError, error_response
 __all__ = ["check", "is_admin_path", "AdminGuard", "AdminDep", "require_admin", "ADMIN_RESPONSES"]
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="srgan-admin"'}
-_bearer = HTTPBearer(auto_error=False, description="SRGAN_ADMIN_KEY of the gateway",
-                     scheme_name="AdminKey")
+_bearer = HTTPBearer(auto_error=False, description="SRGAN_ADMIN_KEY of the gateway", scheme_name="AdminKey")
 
 
 def check(settings, authorization: str | None) -> ApiError | None:
     """None when ``authorization`` (the header's value) carries the admin key, else the error to answer."""
     key = settings.admin_key.get_secret_value() if settings.admin_key is not None else ""
     if not key:
-        return ApiError(403, "admin_disabled", "the admin API is disabled on this gateway: set SRGAN_ADMIN_KEY "
-                        "(a long random string) in its environment and restart it, then send "
-                        "`Authorization: Bearer <key>`")
+        return ApiError(
+            403,
+            "admin_disabled",
+            "the admin API is disabled on this gateway: set SRGAN_ADMIN_KEY "
+            "(a long random string) in its environment and restart it, then send "
+            "`Authorization: Bearer <key>`",
+        )
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return ApiError(401, "unauthorized", "admin route: send `Authorization: Bearer <SRGAN_ADMIN_KEY>`",
-                        _CHALLENGE)
+        return ApiError(401, "unauthorized", "admin route: send `Authorization: Bearer <SRGAN_ADMIN_KEY>`", _CHALLENGE)
     if not hmac.compare_digest(token.strip().encode(), key.encode()):
         return ApiError(401, "unauthorized", "the admin key is wrong", _CHALLENGE)
     return None
@@ -66,8 +68,9 @@ class AdminGuard:
         await self.app(scope, receive, send)
 
 
-async def require_admin(request: Request,
-                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+async def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
     err = check(request.app.state.gateway.settings, request.headers.get("authorization"))
     if err is not None:
         raise err

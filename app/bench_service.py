@@ -36,19 +36,30 @@ __all__ = ["register", "run_service_bench"]
 
 
 def register(bsub: argparse._SubParsersAction) -> None:
-    p = bsub.add_parser("service", help="whole-stack throughput and overhead vs. the engine",
-                        description=__doc__.split("\n\n")[1])
-    p.add_argument("--url", help="bench a running gateway instead of starting a stack (no worker settings "
-                                 "are known then: the engine runs with this machine's defaults)")
+    p = bsub.add_parser(
+        "service", help="whole-stack throughput and overhead vs. the engine", description=__doc__.split("\n\n")[1]
+    )
+    p.add_argument(
+        "--url",
+        help="bench a running gateway instead of starting a stack (no worker settings "
+        "are known then: the engine runs with this machine's defaults)",
+    )
     p.add_argument("--model", default="srresnet", help="model for the throughput run (default: srresnet)")
     p.add_argument("--images", "-n", type=int, default=16, help="images for the throughput run (default: 16)")
     p.add_argument("--concurrency", "-c", type=int, default=8, help="concurrent clients (default: 8)")
-    p.add_argument("--rounds", type=int, default=1, help="service runs, each between two engine runs; the "
-                                                         "median round is reported (default: 1)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="service runs, each between two engine runs; the median round is reported (default: 1)",
+    )
     p.add_argument("--data", type=Path, help="folder of images (default: scikit-image's bundled photos)")
-    p.add_argument("--size", type=int, default=128,
-                   help="crop photos to at most SIZE x SIZE input pixels (default: 128, one CPU tile; 0 keeps "
-                        "them whole)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=128,
+        help="crop photos to at most SIZE x SIZE input pixels (default: 128, one CPU tile; 0 keeps them whole)",
+    )
     p.add_argument("--format", default="png", choices=["png", "webp", "jpeg"], help="output format")
     p.add_argument("--overhead-jobs", type=int, default=200, help="tiny bicubic jobs, one at a time")
     p.add_argument("--batch-jobs", type=int, help="worker: jobs taken at once (default: the setting's)")
@@ -57,6 +68,7 @@ def register(bsub: argparse._SubParsersAction) -> None:
 
 
 # -- images ----------------------------------------------------------------------------------------------------
+
 
 def load_images(data: Path | None, n: int, size: int) -> list[bytes]:
     """``n`` PNG-encoded real photographs (cycled if fewer), each cropped to at most ``size`` square."""
@@ -89,7 +101,7 @@ def load_images(data: Path | None, n: int, size: int) -> list[bytes]:
             k = i // len(arrays)  # different crops when cycling
             top = min(h - min(h, size), (k * 37) % max(1, h - size + 1))
             left = min(w - min(w, size), (k * 53) % max(1, w - size + 1))
-            a = a[top:top + size, left:left + size]
+            a = a[top : top + size, left : left + size]
         buf = io.BytesIO()
         Image.fromarray(a).save(buf, "PNG", compress_level=1)
         out.append(buf.getvalue())
@@ -116,6 +128,7 @@ def pct(xs: list[float], q: float) -> float:
 
 # -- the stack -------------------------------------------------------------------------------------------------
 
+
 class Stack:
     """A private redis-server, one worker and the gateway, on free ports."""
 
@@ -124,15 +137,20 @@ class Stack:
 
         self.tmp = tempfile.mkdtemp(prefix="srgan-bench-")
         self.redis_port, self.port, self.metrics_port = free_port(), free_port(), free_port()
-        self.env = {**os.environ, **(env or {}), "SRGAN_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-                    "SRGAN_WORKER_METRICS_PORT": str(self.metrics_port), "SRGAN_MAX_QUEUE_DEPTH": "100000",
-                    "SRGAN_WORKER_MODELS": ",".join(models)}
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "SRGAN_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "SRGAN_WORKER_METRICS_PORT": str(self.metrics_port),
+            "SRGAN_MAX_QUEUE_DEPTH": "100000",
+            "SRGAN_WORKER_MODELS": ",".join(models),
+        }
         if batch_jobs:
             self.env["SRGAN_WORKER_BATCH_JOBS"] = str(batch_jobs)
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs = []
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         import subprocess
 
         import httpx
@@ -143,8 +161,9 @@ class Stack:
         cli = [sys.executable, "-m", "app.cli"]
         log = open(Path(self.tmp) / "stack.log", "wb")
         self.procs.append(_spawn([*cli, "worker"], self.env, stdout=log, stderr=subprocess.STDOUT))
-        self.procs.append(_spawn([*cli, "serve", "--port", str(self.port)], self.env, stdout=log,
-                                 stderr=subprocess.STDOUT))
+        self.procs.append(
+            _spawn([*cli, "serve", "--port", str(self.port)], self.env, stdout=log, stderr=subprocess.STDOUT)
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -171,6 +190,7 @@ class Stack:
 
 # -- measurements ----------------------------------------------------------------------------------------------
 
+
 class EngineBench:
     """The engine alone with the worker's settings (decoded images in, tensors out), timed in a child process
     started the way the stack starts the worker (its own session), so both get the same share of a busy
@@ -189,8 +209,11 @@ class EngineBench:
 
         from app.up import _spawn
 
-        child = _spawn([sys.executable, "-m", "app.bench_service", self.model, str(self.scale), str(self.dir)],
-                       self.env, stdout=subprocess.PIPE)
+        child = _spawn(
+            [sys.executable, "-m", "app.bench_service", self.model, str(self.scale), str(self.dir)],
+            self.env,
+            stdout=subprocess.PIPE,
+        )
         out, _ = child.communicate(timeout=3600)
         if child.returncode != 0:
             raise RuntimeError(f"engine benchmark child failed with status {child.returncode}")
@@ -206,11 +229,16 @@ class EngineBench:
         dt = statistics.mean(r["seconds"] for r in runs)
         dt_codec = statistics.mean(r["seconds_with_encode"] for r in runs)
         mp = runs[-1]["output_mp"]
-        return {"images_per_s": self.n / dt, "out_mp_per_s": mp / dt, "seconds": dt,
-                "with_encode_images_per_s": self.n / dt_codec,
-                "runs_s": [round(r["seconds"], 3) for r in runs],
-                "runs_with_encode_s": [round(r["seconds_with_encode"], 3) for r in runs], "output_mp": mp,
-                **{k: runs[-1][k] for k in ("device", "precision", "tile", "batch_size")}}
+        return {
+            "images_per_s": self.n / dt,
+            "out_mp_per_s": mp / dt,
+            "seconds": dt,
+            "with_encode_images_per_s": self.n / dt_codec,
+            "runs_s": [round(r["seconds"], 3) for r in runs],
+            "runs_with_encode_s": [round(r["seconds_with_encode"], 3) for r in runs],
+            "output_mp": mp,
+            **{k: runs[-1][k] for k in ("device", "precision", "tile", "batch_size")},
+        }
 
 
 def _engine_child(model: str, scale: int, folder: Path) -> dict:
@@ -239,15 +267,20 @@ def _engine_child(model: str, scale: int, folder: Path) -> dict:
     fmt = os.environ.get("SRGAN_BENCH_FORMAT", "png")
     with ThreadPoolExecutor(io_threads(s)) as pool:
         t1 = time.perf_counter()
-        futures = [pool.submit(encode, decoded[i], sr, fmt, 90, png_compress_level=s.worker_png_compress_level)
-                   for i, sr in up.upscale_iter(rgb)]
+        futures = [
+            pool.submit(encode, decoded[i], sr, fmt, 90, png_compress_level=s.worker_png_compress_level)
+            for i, sr in up.upscale_iter(rgb)
+        ]
         for f in futures:
             f.result()
         dt_codec = time.perf_counter() - t1
     d = up.describe()
-    return {"seconds": dt, "seconds_with_encode": dt_codec,
-            "output_mp": sum(o.shape[1] * o.shape[2] for o in out) / 1e6,
-            **{k: d[k] for k in ("device", "precision", "tile", "batch_size")}}
+    return {
+        "seconds": dt,
+        "seconds_with_encode": dt_codec,
+        "output_mp": sum(o.shape[1] * o.shape[2] for o in out) / 1e6,
+        **{k: d[k] for k in ("device", "precision", "tile", "batch_size")},
+    }
 
 
 def worker_inference_seconds(metrics_url: str | None, model: str) -> float | None:
@@ -259,12 +292,19 @@ def worker_inference_seconds(metrics_url: str | None, model: str) -> float | Non
     import httpx
 
     text = httpx.get(metrics_url, timeout=10).text
-    m = re.search(r'^srgan_inference_seconds_total\{model="%s"\} (\S+)$' % re.escape(model), text, re.M)
+    m = re.search(rf'^srgan_inference_seconds_total\{{model="{re.escape(model)}"\}} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
-def service_run(url: str, images: list[bytes], model: str, concurrency: int, fmt: str,
-                metrics_url: str | None = None, scale: int = 4) -> dict:
+def service_run(
+    url: str,
+    images: list[bytes],
+    model: str,
+    concurrency: int,
+    fmt: str,
+    metrics_url: str | None = None,
+    scale: int = 4,
+) -> dict:
     from PIL import Image
 
     from app.client import Client
@@ -313,10 +353,15 @@ def service_run(url: str, images: list[bytes], model: str, concurrency: int, fmt
         t.join()
     dt = time.perf_counter() - t0
     busy1 = worker_inference_seconds(metrics_url, model)
-    return {"engine_busy_fraction": None if busy0 is None else (busy1 - busy0) / dt,
-            "images_per_s": len(latencies) / dt, "out_mp_per_s": out_px[0] / 1e6 / dt, "seconds": dt,
-            "failed": len(failures), "errors": failures[:3], "latency_s": {
-                "p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99)}}
+    return {
+        "engine_busy_fraction": None if busy0 is None else (busy1 - busy0) / dt,
+        "images_per_s": len(latencies) / dt,
+        "out_mp_per_s": out_px[0] / 1e6 / dt,
+        "seconds": dt,
+        "failed": len(failures),
+        "errors": failures[:3],
+        "latency_s": {"p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99)},
+    }
 
 
 def overhead_run(url: str, jobs: int) -> dict:
@@ -355,9 +400,13 @@ def overhead_run(url: str, jobs: int) -> dict:
             if i >= 10:  # the first few warm caches and connections
                 e2e.append(time.perf_counter() - t)
     p50_direct = statistics.median(direct)
-    return {"jobs": jobs, "image": "16x16 PNG, bicubic x4", "e2e_ms": {
-        "p50": 1e3 * pct(e2e, 50), "p95": 1e3 * pct(e2e, 95), "p99": 1e3 * pct(e2e, 99)},
-        "in_process_ms_p50": 1e3 * p50_direct, "overhead_ms_p50": 1e3 * (pct(e2e, 50) - p50_direct)}
+    return {
+        "jobs": jobs,
+        "image": "16x16 PNG, bicubic x4",
+        "e2e_ms": {"p50": 1e3 * pct(e2e, 50), "p95": 1e3 * pct(e2e, 95), "p99": 1e3 * pct(e2e, 99)},
+        "in_process_ms_p50": 1e3 * p50_direct,
+        "overhead_ms_p50": 1e3 * (pct(e2e, 50) - p50_direct),
+    }
 
 
 def run_service_bench(args: argparse.Namespace, log=print) -> dict:
@@ -365,10 +414,17 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
     from PIL import Image
 
     sizes = [Image.open(io.BytesIO(b)).size for b in images]
-    log(f"{len(images)} images, {sizes[0][0]}x{sizes[0][1]} ... input; model {args.model} x4, "
-        f"{args.concurrency} clients, {args.format} output")
-    result: dict = {"model": args.model, "images": len(images), "concurrency": args.concurrency,
-                    "format": args.format, "cpu_count": os.cpu_count()}
+    log(
+        f"{len(images)} images, {sizes[0][0]}x{sizes[0][1]} ... input; model {args.model} x4, "
+        f"{args.concurrency} clients, {args.format} output"
+    )
+    result: dict = {
+        "model": args.model,
+        "images": len(images),
+        "concurrency": args.concurrency,
+        "format": args.format,
+        "cpu_count": os.cpu_count(),
+    }
     stack = None if args.url else Stack([args.model, "bicubic"], args.batch_jobs)
     engine = None
     try:
@@ -385,8 +441,14 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
             log(f"  {sv['images_per_s']:.2f} images/s; engine alone again ...")
             engine.run()
             eng = engine.result(engine.runs[-2:])  # the runs just before and after this service run
-            rounds.append({"service": sv, "engine": eng, "ratio_to_engine": sv["images_per_s"] / eng["images_per_s"],
-                           "ratio_to_engine_with_encode": sv["images_per_s"] / eng["with_encode_images_per_s"]})
+            rounds.append(
+                {
+                    "service": sv,
+                    "engine": eng,
+                    "ratio_to_engine": sv["images_per_s"] / eng["images_per_s"],
+                    "ratio_to_engine_with_encode": sv["images_per_s"] / eng["with_encode_images_per_s"],
+                }
+            )
             if args.rounds > 1:
                 log(f"  round {r + 1}: ratio to engine {rounds[-1]['ratio_to_engine']:.3f}")
         # A shared machine's speed drifts by 10% and more within a minute: report the median round.
@@ -396,23 +458,29 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
             result["ratios_to_engine"] = [round(x["ratio_to_engine"], 3) for x in rounds]
             log(f"median of {args.rounds} rounds (ratios {result['ratios_to_engine']}):")
         sv = result["service"]
-        log(f"  engine: {result['engine']['images_per_s']:.2f} images/s, {result['engine']['out_mp_per_s']:.2f} "
+        log(
+            f"  engine: {result['engine']['images_per_s']:.2f} images/s, {result['engine']['out_mp_per_s']:.2f} "
             f"output MP/s (runs before and after: {result['engine']['runs_s']} s; "
-            f"{result['engine']['precision']}, tile {result['engine']['tile']})")
-        log(f"  {sv['images_per_s']:.2f} images/s, {sv['out_mp_per_s']:.2f} output MP/s, latency p50 "
+            f"{result['engine']['precision']}, tile {result['engine']['tile']})"
+        )
+        log(
+            f"  {sv['images_per_s']:.2f} images/s, {sv['out_mp_per_s']:.2f} output MP/s, latency p50 "
             f"{sv['latency_s']['p50']:.2f} s, p95 {sv['latency_s']['p95']:.2f} s, p99 {sv['latency_s']['p99']:.2f} "
             f"s, {sv['failed']} failed; ratio to engine {result['ratio_to_engine']:.3f} (to engine + encoding in "
             f"one process, {result['engine']['with_encode_images_per_s']:.2f} images/s: "
-            f"{result['ratio_to_engine_with_encode']:.3f})")
+            f"{result['ratio_to_engine_with_encode']:.3f})"
+        )
         if sv["engine_busy_fraction"] is not None:
             log(f"  the worker's engine was computing {sv['engine_busy_fraction']:.1%} of the service run's wall time")
         if args.overhead_jobs:
             log(f"overhead: {args.overhead_jobs} tiny bicubic jobs, one at a time ...")
             result["overhead"] = overhead_run(url, args.overhead_jobs)
             o = result["overhead"]
-            log(f"  end to end p50 {o['e2e_ms']['p50']:.2f} ms (p95 {o['e2e_ms']['p95']:.2f}, p99 "
+            log(
+                f"  end to end p50 {o['e2e_ms']['p50']:.2f} ms (p95 {o['e2e_ms']['p95']:.2f}, p99 "
                 f"{o['e2e_ms']['p99']:.2f}); in-process decode+engine+encode {o['in_process_ms_p50']:.2f} ms; "
-                f"gateway+queue overhead p50 {o['overhead_ms_p50']:.2f} ms")
+                f"gateway+queue overhead p50 {o['overhead_ms_p50']:.2f} ms"
+            )
     finally:
         if engine is not None:
             engine.close()

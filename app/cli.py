@@ -9,8 +9,7 @@ import sys
 
 # Modules that add subcommands (each has ``register(subparsers)``); imported lazily so ``srgan --help`` and
 # light commands stay fast.
-COMMAND_MODULES = ["model.commands", "training.commands", "app.commands", "app.registry_commands",
-                   "worker.commands"]
+COMMAND_MODULES = ["model.commands", "training.commands", "app.commands", "app.registry_commands", "worker.commands"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -41,12 +41,17 @@ class ServiceError(Exception):
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 120.0,
-                 transport: httpx.BaseTransport | None = None, admin_key: str | None = None):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+        admin_key: str | None = None,
+    ):
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else None
         self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport, headers=headers)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -67,27 +72,43 @@ class Client:
         ra = r.headers.get("Retry-After")
         raise ServiceError(r.status_code, code, message, float(ra) if ra and ra.isdigit() else None)
 
-    def submit(self, image: str | Path | bytes, *, model: str | None = None, scale: int | None = None,
-               format: str | None = None, quality: int | None = None, idempotency_key: str | None = None,
-               filename: str | None = None) -> dict[str, Any]:
+    def submit(
+        self,
+        image: str | Path | bytes,
+        *,
+        model: str | None = None,
+        scale: int | None = None,
+        format: str | None = None,
+        quality: int | None = None,
+        idempotency_key: str | None = None,
+        filename: str | None = None,
+    ) -> dict[str, Any]:
         """Upload an image; returns the job resource (status ``queued``)."""
         if isinstance(image, (str, Path)):
             filename = filename or Path(image).name
             image = Path(image).read_bytes()
-        fields = {k: str(v) for k, v in {"model": model, "scale": scale, "format": format,
-                                         "quality": quality}.items() if v is not None}
+        fields = {
+            k: str(v)
+            for k, v in {"model": model, "scale": scale, "format": format, "quality": quality}.items()
+            if v is not None
+        }
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        r = self.http.post("/v1/upscale", files={"file": (filename or "image", image)}, data=fields,
-                           headers=headers)
+        r = self.http.post("/v1/upscale", files={"file": (filename or "image", image)}, data=fields, headers=headers)
         return self._check(r).json()
 
     def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
         params = {"wait": wait} if wait else {}
-        return self._check(self.http.get(f"/v1/jobs/{job_id}", params=params,
-                                         timeout=self.http.timeout.read + wait)).json()
+        return self._check(
+            self.http.get(f"/v1/jobs/{job_id}", params=params, timeout=self.http.timeout.read + wait)
+        ).json()
 
-    def wait(self, job_id: str, timeout: float | None = None,
-             on_progress: Callable[[dict[str, Any]], None] | None = None, poll: float = 0.5) -> dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        poll: float = 0.5,
+    ) -> dict[str, Any]:
         """Long-poll until the job ends (or ``timeout`` seconds); ``on_progress`` sees every reading."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -121,8 +142,17 @@ class Client:
         params = {"scale": scale} if scale else {}
         return self._check(self.http.get(f"/v1/models/{name}/versions", params=params)).json()
 
-    def upload_version(self, name: str, weights: str | Path, card: str | Path | None = None, *, force: bool = False,
-                       promote: bool = False, by: str | None = None, notes: str = "") -> dict[str, Any]:
+    def upload_version(
+        self,
+        name: str,
+        weights: str | Path,
+        card: str | Path | None = None,
+        *,
+        force: bool = False,
+        promote: bool = False,
+        by: str | None = None,
+        notes: str = "",
+    ) -> dict[str, Any]:
         """Upload weights and their card (default: the .json beside them) as a new version; returns it."""
         weights = Path(weights)
         card = Path(card) if card else weights.with_suffix(".json")
@@ -130,24 +160,36 @@ class Client:
         if by:
             fields["by"] = by
         with open(weights, "rb") as w, open(card, "rb") as c:
-            r = self.http.post(f"/v1/models/{name}/versions", data=fields,
-                               files={"weights": (weights.name, w, "application/octet-stream"),
-                                      "card": (card.name, c, "application/json")})
+            r = self.http.post(
+                f"/v1/models/{name}/versions",
+                data=fields,
+                files={
+                    "weights": (weights.name, w, "application/octet-stream"),
+                    "card": (card.name, c, "application/json"),
+                },
+            )
         return self._check(r).json()
 
-    def promote(self, name: str, version: int, *, by: str | None = None, wait: float = 0.0,
-                scale: int | None = None) -> dict[str, Any]:
+    def promote(
+        self, name: str, version: int, *, by: str | None = None, wait: float = 0.0, scale: int | None = None
+    ) -> dict[str, Any]:
         """Make ``version`` active; with ``wait``, answer once the workers have switched (see ``rollout``)."""
         params = {k: v for k, v in {"wait": wait, "scale": scale}.items() if v}
-        r = self.http.post(f"/v1/models/{name}/promote", json={"version": version, "by": by}, params=params,
-                           timeout=self.http.timeout.read + wait)
+        r = self.http.post(
+            f"/v1/models/{name}/promote",
+            json={"version": version, "by": by},
+            params=params,
+            timeout=self.http.timeout.read + wait,
+        )
         return self._check(r).json()
 
-    def rollback(self, name: str, *, by: str | None = None, wait: float = 0.0,
-                 scale: int | None = None) -> dict[str, Any]:
+    def rollback(
+        self, name: str, *, by: str | None = None, wait: float = 0.0, scale: int | None = None
+    ) -> dict[str, Any]:
         params = {k: v for k, v in {"wait": wait, "scale": scale}.items() if v}
-        r = self.http.post(f"/v1/models/{name}/rollback", json={"by": by}, params=params,
-                           timeout=self.http.timeout.read + wait)
+        r = self.http.post(
+            f"/v1/models/{name}/rollback", json={"by": by}, params=params, timeout=self.http.timeout.read + wait
+        )
         return self._check(r).json()
 
     def start_training(self, **request: Any) -> dict[str, Any]:
@@ -172,8 +214,15 @@ class Client:
         except httpx.HTTPError:
             return False
 
-    def upscale(self, image: str | Path, out: str | Path, *, retries_when_full: int = 5,
-                on_progress: Callable[[dict[str, Any]], None] | None = None, **options) -> dict[str, Any]:
+    def upscale(
+        self,
+        image: str | Path,
+        out: str | Path,
+        *,
+        retries_when_full: int = 5,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        **options,
+    ) -> dict[str, Any]:
         """Submit (retrying politely while the queue is full), wait, save. Returns the finished job."""
         key = options.pop("idempotency_key", None) or uuid.uuid4().hex  # a retried POST never makes two jobs
         for attempt in range(retries_when_full + 1):

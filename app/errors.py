@@ -21,13 +21,30 @@ __all__ = ["ApiError", "install", "error_response", "responses", "IMAGE_ERROR_ST
 log = logging.getLogger(__name__)
 
 # Image refusals (model.imageio error codes) -> HTTP status.
-IMAGE_ERROR_STATUS = {"not_an_image": 415, "unsupported_image": 415, "corrupt_image": 422, "empty_image": 422,
-                      "too_many_pixels": 413, "invalid_image": 422}
+IMAGE_ERROR_STATUS = {
+    "not_an_image": 415,
+    "unsupported_image": 415,
+    "corrupt_image": 422,
+    "empty_image": 422,
+    "too_many_pixels": 413,
+    "invalid_image": 422,
+}
 
-_GENERIC_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                  405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "request_too_large",
-                  415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests",
-                  500: "internal_error", 503: "unavailable"}
+_GENERIC_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
 
 
 class ApiError(StarletteHTTPException):
@@ -66,8 +83,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("Redis error on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(503, "redis_unavailable", "the queue (Redis) does not answer; retry shortly",
-                          {"Retry-After": "5"})
+    return error_response(
+        503, "redis_unavailable", "the queue (Redis) does not answer; retry shortly", {"Retry-After": "5"}
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -41,14 +41,26 @@ class UploadGuard:
         headers = dict(scope["headers"])
         ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
         if not ctype.startswith("multipart/form-data"):
-            await self._refuse(scope, receive, send, 415, "unsupported_media_type",
-                               f"send the image as multipart/form-data (field `file`), not {ctype or 'no type'}")
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                415,
+                "unsupported_media_type",
+                f"send the image as multipart/form-data (field `file`), not {ctype or 'no type'}",
+            )
             return
         limit = self.max_bytes + 64 * 1024  # room for the multipart framing and the form fields
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await self._refuse(scope, receive, send, 413, "upload_too_large",
-                               f"the request is {int(length):,} bytes; uploads are limited to {self.max_bytes:,}")
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                413,
+                "upload_too_large",
+                f"the request is {int(length):,} bytes; uploads are limited to {self.max_bytes:,}",
+            )
             return
         seen = 0
 
@@ -58,8 +70,9 @@ class UploadGuard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise errors.ApiError(413, "upload_too_large",
-                                          f"the upload is larger than {self.max_bytes:,} bytes")
+                    raise errors.ApiError(
+                        413, "upload_too_large", f"the upload is larger than {self.max_bytes:,} bytes"
+                    )
             return message
 
         await self.app(scope, counted, send)
@@ -80,17 +93,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gw = Gateway(settings)
         await gw.start()
         app.state.gateway = gw
-        log.info("gateway: queue %r on %s, storage %s", settings.queue, _redacted(settings.redis_url),
-                 settings.storage)
+        log.info("gateway: queue %r on %s, storage %s", settings.queue, _redacted(settings.redis_url), settings.storage)
         try:
             yield
         finally:
             await gw.close()
 
-    app = FastAPI(title="srgan-service", version="0.1.0", lifespan=lifespan,
-                  description="Image super-resolution: POST an image, get a job, fetch the upscaled result. "
-                              "Every error is `{\"error\": {\"code\", \"message\"}}`. The admin routes (model "
-                              "versions, training runs) need `Authorization: Bearer <SRGAN_ADMIN_KEY>`.")
+    app = FastAPI(
+        title="srgan-service",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Image super-resolution: POST an image, get a job, fetch the upscaled result. "
+        'Every error is `{"error": {"code", "message"}}`. The admin routes (model '
+        "versions, training runs) need `Authorization: Bearer <SRGAN_ADMIN_KEY>`.",
+    )
     errors.install(app)
     for r in (upscale.router, jobs.router, models.router, training.router, health.router, ui.router):
         app.include_router(r)

@@ -11,25 +11,48 @@ import time
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["REQUESTS", "REQUEST_SECONDS", "UPLOAD_BYTES", "JOBS_ENQUEUED", "JOBS_REJECTED", "QUEUE_DEPTH",
-           "LIVE_WORKERS", "REGISTRY_ACTIONS", "ACTIVE_VERSION", "TRAINING_QUEUE_DEPTH", "MetricsMiddleware"]
+__all__ = [
+    "REQUESTS",
+    "REQUEST_SECONDS",
+    "UPLOAD_BYTES",
+    "JOBS_ENQUEUED",
+    "JOBS_REJECTED",
+    "QUEUE_DEPTH",
+    "LIVE_WORKERS",
+    "REGISTRY_ACTIONS",
+    "ACTIVE_VERSION",
+    "TRAINING_QUEUE_DEPTH",
+    "MetricsMiddleware",
+]
 
-REQUESTS = Counter("srgan_http_requests_total", "HTTP requests by route template, method and status",
-                   ["route", "method", "status"])
-REQUEST_SECONDS = Histogram("srgan_http_request_duration_seconds", "Time to answer, by route template",
-                            ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-                                                5, 10, 30, 60))
-UPLOAD_BYTES = Histogram("srgan_upload_bytes", "Size of accepted uploads",
-                         buckets=(1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8))
+REQUESTS = Counter(
+    "srgan_http_requests_total", "HTTP requests by route template, method and status", ["route", "method", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "srgan_http_request_duration_seconds",
+    "Time to answer, by route template",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+UPLOAD_BYTES = Histogram(
+    "srgan_upload_bytes", "Size of accepted uploads", buckets=(1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8)
+)
 JOBS_ENQUEUED = Counter("srgan_jobs_enqueued_total", "Jobs accepted", ["model"])
 JOBS_REJECTED = Counter("srgan_jobs_rejected_total", "Uploads refused, by error code", ["code"])
 QUEUE_DEPTH = Gauge("srgan_queue_depth_jobs", "Jobs waiting in the queue (read at scrape time)")
 LIVE_WORKERS = Gauge("srgan_live_workers", "Workers with a fresh heartbeat (read at scrape time)")
-REGISTRY_ACTIONS = Counter("srgan_registry_actions_total", "Admin actions on the model registry and training runs, "
-                           "by action (upload, promote, rollback, training_run, training_cancel, ...) and outcome "
-                           "(`ok` or the error code)", ["action", "outcome"])
-ACTIVE_VERSION = Gauge("srgan_registry_active_version", "Active registry version of each learned model (read at "
-                       "scrape time)", ["model", "scale"])
+REGISTRY_ACTIONS = Counter(
+    "srgan_registry_actions_total",
+    "Admin actions on the model registry and training runs, "
+    "by action (upload, promote, rollback, training_run, training_cancel, ...) and outcome "
+    "(`ok` or the error code)",
+    ["action", "outcome"],
+)
+ACTIVE_VERSION = Gauge(
+    "srgan_registry_active_version",
+    "Active registry version of each learned model (read at scrape time)",
+    ["model", "scale"],
+)
 TRAINING_QUEUE_DEPTH = Gauge("srgan_training_queue_depth_runs", "Training runs waiting (read at scrape time)")
 
 

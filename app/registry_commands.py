@@ -19,18 +19,27 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="model versions: list, upload, promote, roll back",
-                       description="The model registry: versions of each model and which one serves. Talks to the "
-                                   "gateway's admin API (--url, --admin-key or SRGAN_ADMIN_KEY), or with --local "
-                                   "to the models directory and Redis directly.")
+    p = sub.add_parser(
+        "models",
+        help="model versions: list, upload, promote, roll back",
+        description="The model registry: versions of each model and which one serves. Talks to the "
+        "gateway's admin API (--url, --admin-key or SRGAN_ADMIN_KEY), or with --local "
+        "to the models directory and Redis directly.",
+    )
     msub = p.add_subparsers(dest="models_command", required=True, metavar="{list,upload,promote,rollback}")
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--url", default=os.environ.get("SRGAN_URL", "http://127.0.0.1:8000"),
-                       help="the gateway (default: $SRGAN_URL or %(default)s)")
+        q.add_argument(
+            "--url",
+            default=os.environ.get("SRGAN_URL", "http://127.0.0.1:8000"),
+            help="the gateway (default: $SRGAN_URL or %(default)s)",
+        )
         q.add_argument("--admin-key", help="the gateway's SRGAN_ADMIN_KEY (default: $SRGAN_ADMIN_KEY)")
-        q.add_argument("--local", action="store_true", help="use the models directory and Redis of this machine's "
-                                                            "settings instead of a gateway")
+        q.add_argument(
+            "--local",
+            action="store_true",
+            help="use the models directory and Redis of this machine's settings instead of a gateway",
+        )
         q.add_argument("--scale", "-s", type=int, help="scale, when NAME does not say it (NAME_xSCALE)")
         q.add_argument("--json", action="store_true", help="print the answer as JSON")
 
@@ -54,8 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("name")
     q.add_argument("version", type=int)
     q.add_argument("--by", help="who (recorded; default: USER@HOST)")
-    q.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the workers to switch "
-                                                            "(default: %(default)s; not with --local)")
+    q.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the workers to switch (default: %(default)s; not with --local)",
+    )
     common(q)
     q.set_defaults(func=cmd_promote)
 
@@ -99,8 +112,13 @@ def _registry():
 
 def _local_versions(reg, name: str, scale: int) -> dict[str, Any]:
     active = reg.active_version(name, scale)
-    return {"name": name, "scale": scale, "active": active, "history": reg.history(name, scale),
-            "versions": [{**r.to_dict(), "active": r.version == active} for r in reg.versions(name, scale)]}
+    return {
+        "name": name,
+        "scale": scale,
+        "active": active,
+        "history": reg.history(name, scale),
+        "versions": [{**r.to_dict(), "active": r.version == active} for r in reg.versions(name, scale)],
+    }
 
 
 def _run(args: argparse.Namespace, remote, local) -> int:
@@ -125,8 +143,10 @@ def _run(args: argparse.Namespace, remote, local) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         except httpx.HTTPError as e:
-            print(f"error: cannot reach the gateway at {args.url}: {e} (--url, or --local to work without it)",
-                  file=sys.stderr)
+            print(
+                f"error: cannot reach the gateway at {args.url}: {e} (--url, or --local to work without it)",
+                file=sys.stderr,
+            )
             return 1
     if args.json:
         print(json.dumps(out, indent=2, default=str))
@@ -142,27 +162,40 @@ def _show(out: Any) -> None:
             gate = (v.get("metrics") or {}).get("gate") or {}
             score = f"{gate['psnr_y']:.3f} dB {'pass' if gate.get('passed') else 'FAIL'}" if gate else "-"
             mark = "*" if v.get("active") else " "
-            print(f" {mark} v{v['version']:<4} {v['source']:<9} {v['sha256'][:12]}  gate {score:<16} "
-                  f"created {v.get('created') or '-'}  promoted {v.get('promoted_at') or '-'} "
-                  f"by {v.get('promoted_by') or '-'}")
+            print(
+                f" {mark} v{v['version']:<4} {v['source']:<9} {v['sha256'][:12]}  gate {score:<16} "
+                f"created {v.get('created') or '-'}  promoted {v.get('promoted_at') or '-'} "
+                f"by {v.get('promoted_by') or '-'}"
+            )
     elif isinstance(out, dict) and "models" in out:
         for m in out["models"]:
             if m.get("weightless") or m.get("sha256") == "builtin":
                 continue
-            print(f"{m['name']:<10} x{m['scale']}  active {m['version'] if m['version'] is not None else '-':<4} "
-                  f"versions {','.join(map(str, m['versions'])) or '-':<12} "
-                  f"{(m.get('sha256') or '')[:12]}")
+            print(
+                f"{m['name']:<10} x{m['scale']}  active {m['version'] if m['version'] is not None else '-':<4} "
+                f"versions {','.join(map(str, m['versions'])) or '-':<12} "
+                f"{(m.get('sha256') or '')[:12]}"
+            )
     elif isinstance(out, dict) and "active" in out and "previous" in out:
         rollout = out.get("rollout") or {}
-        done = "" if not rollout else (" - all workers switched" if rollout.get("complete") else
-                                       f" - workers not switched yet: {rollout.get('workers')}")
+        done = (
+            ""
+            if not rollout
+            else (
+                " - all workers switched"
+                if rollout.get("complete")
+                else f" - workers not switched yet: {rollout.get('workers')}"
+            )
+        )
         change = "" if out.get("changed", True) else " (it was active already)"
         print(f"{out['name']} x{out['scale']}: version {out['active']} active (was {out['previous']}){change}{done}")
     elif isinstance(out, dict) and "version" in out and "sha256" in out:
         gate = (out.get("metrics") or {}).get("gate") or {}
-        print(f"{out['name']} x{out['scale']}: registered version {out['version']} ({out['sha256'][:12]}), gate "
-              f"PSNR-Y {gate.get('psnr_y')} dB vs {gate.get('baseline')} {gate.get('baseline_psnr_y')} dB: "
-              f"{'passed' if gate.get('passed') else 'FAILED'}{' - active' if out.get('active') else ''}")
+        print(
+            f"{out['name']} x{out['scale']}: registered version {out['version']} ({out['sha256'][:12]}), gate "
+            f"PSNR-Y {gate.get('psnr_y')} dB vs {gate.get('baseline')} {gate.get('baseline_psnr_y')} dB: "
+            f"{'passed' if gate.get('passed') else 'FAILED'}{' - active' if out.get('active') else ''}"
+        )
     else:
         print(json.dumps(out, indent=2, default=str))
 
@@ -187,22 +220,30 @@ def cmd_upload(args: argparse.Namespace) -> int:
     who = _who(args)
 
     def local(reg) -> dict[str, Any]:
-        rec = reg.register(name, args.weights, args.card, scale=scale, source="uploaded", by=who, force=args.force,
-                           notes=args.notes)
+        rec = reg.register(
+            name, args.weights, args.card, scale=scale, source="uploaded", by=who, force=args.force, notes=args.notes
+        )
         if args.promote and rec.gate and rec.gate.get("passed"):
             reg.promote(name, rec.scale, rec.version, by=who)
         return {**rec.to_dict(), "active": reg.active_version(name, rec.scale) == rec.version}
 
     def remote(c) -> dict[str, Any]:
-        return c.upload_version(args.name, args.weights, args.card, force=args.force, promote=args.promote,
-                                by=who, notes=args.notes)
+        return c.upload_version(
+            args.name, args.weights, args.card, force=args.force, promote=args.promote, by=who, notes=args.notes
+        )
 
     return _run(args, remote, local)
 
 
 def _activation(change, name: str, scale: int) -> dict[str, Any]:
-    return {"name": name, "scale": scale, "active": change.record.version, "previous": change.previous,
-            "changed": change.changed, "history": change.stack}
+    return {
+        "name": name,
+        "scale": scale,
+        "active": change.record.version,
+        "previous": change.previous,
+        "changed": change.changed,
+        "history": change.stack,
+    }
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -210,8 +251,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     name, scale = _series(args.name, args.scale, get_settings().default_scale)
     who = _who(args)
-    return _run(args, lambda c: c.promote(name, args.version, by=who, wait=args.wait, scale=scale),
-                lambda reg: _activation(reg.promote(name, scale, args.version, by=who), name, scale))
+    return _run(
+        args,
+        lambda c: c.promote(name, args.version, by=who, wait=args.wait, scale=scale),
+        lambda reg: _activation(reg.promote(name, scale, args.version, by=who), name, scale),
+    )
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -219,5 +263,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     name, scale = _series(args.name, args.scale, get_settings().default_scale)
     who = _who(args)
-    return _run(args, lambda c: c.rollback(name, by=who, wait=args.wait, scale=scale),
-                lambda reg: _activation(reg.rollback(name, scale, by=who), name, scale))
+    return _run(
+        args,
+        lambda c: c.rollback(name, by=who, wait=args.wait, scale=scale),
+        lambda reg: _activation(reg.rollback(name, scale, by=who), name, scale),
+    )

@@ -44,9 +44,12 @@ class JobTimings(BaseModel):
     queued_at: dt.datetime | None = Field(None, description="accepted by the gateway")
     started_at: dt.datetime | None = Field(None, description="taken by a worker (the latest attempt)")
     ended_at: dt.datetime | None = Field(None, description="finished, failed or canceled")
-    batch_started_at: dt.datetime | None = Field(None, description="its batch started computing, with the model "
-                                                 "version recorded in `model_version` (a version switch waits for "
-                                                 "the batch to end)")
+    batch_started_at: dt.datetime | None = Field(
+        None,
+        description="its batch started computing, with the model "
+        "version recorded in `model_version` (a version switch waits for "
+        "the batch to end)",
+    )
     queue_wait_s: float | None = None
     processing_s: float | None = None
 
@@ -57,10 +60,13 @@ class Job(BaseModel):
     model: str
     scale: int
     format: str = Field(description="output format")
-    model_version: int | None = Field(None, description="registry version of the model that computed the "
-                                                        "result, once finished (null for interpolation)")
-    model_sha256: str | None = Field(None, description="sha256 of the weights that computed the result "
-                                                       "(`builtin` for interpolation), once finished")
+    model_version: int | None = Field(
+        None,
+        description="registry version of the model that computed the result, once finished (null for interpolation)",
+    )
+    model_sha256: str | None = Field(
+        None, description="sha256 of the weights that computed the result (`builtin` for interpolation), once finished"
+    )
     created_at: dt.datetime | None
     timings: JobTimings
     progress: float = Field(description="0..1: tiles computed / tiles planned")
@@ -70,8 +76,10 @@ class Job(BaseModel):
     input: InputInfo
     output: OutputInfo | None = None
     error: ErrorBody | None = None
-    expires_at: dt.datetime | None = Field(None, description="when the upload (while queued or started) or the "
-                                                             "result and this record (once ended) are deleted")
+    expires_at: dt.datetime | None = Field(
+        None,
+        description="when the upload (while queued or started) or the result and this record (once ended) are deleted",
+    )
     links: JobLinks
 
 
@@ -81,14 +89,15 @@ class ModelInfo(BaseModel):
     arch: str
     description: str
     has_weights: bool
-    version: int | None = Field(None, description="the active registry version: what a request without "
-                                                  "`@version` gets (null for interpolation)")
-    sha256: str | None = Field(None, description="sha256 of the active version's weights, `builtin` for "
-                                                 "interpolation")
+    version: int | None = Field(
+        None, description="the active registry version: what a request without `@version` gets (null for interpolation)"
+    )
+    sha256: str | None = Field(None, description="sha256 of the active version's weights, `builtin` for interpolation")
     versions: list[int] = Field(default_factory=list, description="registered versions; `model=name@N` pins one")
     loaded: bool = Field(description="a live worker has it loaded")
-    loaded_versions: list[int] = Field(default_factory=list, description="versions live workers serve now (two "
-                                                                       "during a swap)")
+    loaded_versions: list[int] = Field(
+        default_factory=list, description="versions live workers serve now (two during a swap)"
+    )
 
 
 class ModelList(BaseModel):
@@ -123,6 +132,7 @@ class Ready(BaseModel):
 
 # -- model registry (admin) -----------------------------------------------------------------------------------
 
+
 class VersionInfo(BaseModel):
     name: str
     scale: int
@@ -138,8 +148,11 @@ class VersionInfo(BaseModel):
     promoted_at: str | None = None
     active: bool = False
     notes: str = ""
-    metrics: dict[str, Any] = Field(default_factory=dict, description="the card's benchmark scores and `gate`: "
-                                    "PSNR-Y/SSIM-Y on the gate set against the baseline, and whether it passed")
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the card's benchmark scores and `gate`: "
+        "PSNR-Y/SSIM-Y on the gate set against the baseline, and whether it passed",
+    )
     num_params: int = 0
     path: str
 
@@ -148,8 +161,9 @@ class VersionList(BaseModel):
     name: str
     scale: int
     active: int | None = Field(None, description="the version requests without `@version` get")
-    history: list[int] = Field(description="activation stack, oldest first: a rollback returns to the one "
-                                           "before the last")
+    history: list[int] = Field(
+        description="activation stack, oldest first: a rollback returns to the one before the last"
+    )
     versions: list[VersionInfo]
 
 
@@ -181,22 +195,34 @@ class Activation(BaseModel):
 
 # -- training runs (admin) ------------------------------------------------------------------------------------
 
+
 class TrainingRunRequest(BaseModel):
     stage: Literal["srresnet", "srgan", "espcn", "srcnn"]
-    model: str | None = Field(None, description="the model the run makes a version of (default: the stage's "
-                                                "name); its architecture must be the stage's")
+    model: str | None = Field(
+        None,
+        description="the model the run makes a version of (default: the stage's "
+        "name); its architecture must be the stage's",
+    )
     scale: int | None = Field(None, ge=2, le=8, description="default: SRGAN_DEFAULT_SCALE")
-    data: list[str] = Field(min_length=1, description="folders of HR training images, as the training worker "
-                                                      "sees them (searched recursively)")
+    data: list[str] = Field(
+        min_length=1,
+        description="folders of HR training images, as the training worker sees them (searched recursively)",
+    )
     val: list[str] | None = Field(None, description="HR folders validated during the run (default: the gate set)")
-    recipe: str | None = Field(None, description="a shipped recipe (`espcn_cpu`, `srresnet_gpu`, ...) or a TOML "
-                                                 "file the training worker sees")
+    recipe: str | None = Field(
+        None, description="a shipped recipe (`espcn_cpu`, `srresnet_gpu`, ...) or a TOML file the training worker sees"
+    )
     steps: int | None = Field(None, ge=1, description="training steps (default: the recipe's)")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="any other training config field, "
-                                      "e.g. {\"lr\": 1e-4, \"batch_size\": 8, \"val_every\": 500}")
-    init: str | None = Field(None, description="start from: `active` (fine-tune the model's active version), "
-                                               "`NAME` or `NAME@VERSION` (a registered version), or `scratch` "
-                                               "(default: scratch; the srgan stage starts from the active srresnet)")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description='any other training config field, e.g. {"lr": 1e-4, "batch_size": 8, "val_every": 500}',
+    )
+    init: str | None = Field(
+        None,
+        description="start from: `active` (fine-tune the model's active version), "
+        "`NAME` or `NAME@VERSION` (a registered version), or `scratch` "
+        "(default: scratch; the srgan stage starts from the active srresnet)",
+    )
     auto_promote: bool = Field(False, description="promote the new version if it passes the quality gate")
     by: str | None = Field(None, max_length=200, description="who asks (recorded on the version)")
 

@@ -96,8 +96,14 @@ class JobEvents:
             if not self._waiters[job_id]:
                 del self._waiters[job_id]
 
-    async def wait_until(self, job_id: str, timeout: float, read: Callable[[], Awaitable[Any]],
-                         done: Callable[[Any], bool], recheck_s: float = 2.0) -> Any:
+    async def wait_until(
+        self,
+        job_id: str,
+        timeout: float,
+        read: Callable[[], Awaitable[Any]],
+        done: Callable[[Any], bool],
+        recheck_s: float = 2.0,
+    ) -> Any:
         """Re-``read`` the job whenever it changes until ``done(value)`` or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         with self.watch(job_id) as ev:
@@ -109,7 +115,7 @@ class JobEvents:
                     return value
                 try:
                     await asyncio.wait_for(ev.wait(), min(left, recheck_s))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
 
@@ -121,14 +127,14 @@ class Gateway:
         self.redis = settings.redis()
         self.aredis = None  # redis.asyncio client for the read paths, opened in start()
         self.queue = J.open_queue(settings, self.redis)
-        self.training_queue = J.open_queue(settings.model_copy(update={"queue": settings.training_queue}),
-                                           self.redis)
+        self.training_queue = J.open_queue(settings.model_copy(update={"queue": settings.training_queue}), self.redis)
         self.storage = make_storage(settings, self.redis)
         self.keys = J.Keys.from_settings(settings)
         self.registry = open_registry(settings, self.redis)
         self.registry_lock = threading.Lock()  # one registration (load, smoke test, gate) at a time
-        self.events = JobEvents(settings.redis_url, self.keys.events,
-                                {self.registry.pointer.channel: lambda _: self.invalidate_catalog()})
+        self.events = JobEvents(
+            settings.redis_url, self.keys.events, {self.registry.pointer.channel: lambda _: self.invalidate_catalog()}
+        )
         self._catalog: tuple[float, list[dict]] | None = None
         self._workers: tuple[float, dict] | None = None
 

@@ -67,9 +67,24 @@ def start_redis(port: int, workdir: str | Path) -> subprocess.Popen:
     """An ephemeral redis-server on 127.0.0.1:``port`` (no persistence) and wait until it answers."""
     import redis
 
-    proc = _spawn([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--dir", str(workdir), "--loglevel", "warning"],
-                  stdout=subprocess.DEVNULL)
+    proc = _spawn(
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + 15
     while True:
@@ -97,8 +112,15 @@ def _stop(proc: subprocess.Popen | None, name: str, timeout: float) -> None:
         proc.wait()
 
 
-def run_stack(host: str, port: int, *, redis_port: int | None = None, worker_args: list[str] | None = None,
-              verbose: int = 0, stop_timeout: float = 60.0) -> int:
+def run_stack(
+    host: str,
+    port: int,
+    *,
+    redis_port: int | None = None,
+    worker_args: list[str] | None = None,
+    verbose: int = 0,
+    stop_timeout: float = 60.0,
+) -> int:
     stop = threading.Event()
     got = []
 
@@ -127,8 +149,11 @@ def run_stack(host: str, port: int, *, redis_port: int | None = None, worker_arg
         while not stop.is_set():
             dead = [n for n, p in procs.items() if p.poll() is not None]
             if dead:
-                print(f"srgan up: {', '.join(dead)} exited (status {procs[dead[0]].returncode}); stopping",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"srgan up: {', '.join(dead)} exited (status {procs[dead[0]].returncode}); stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return 1
             if not ready:
                 try:
@@ -136,8 +161,7 @@ def run_stack(host: str, port: int, *, redis_port: int | None = None, worker_arg
                 except httpx.HTTPError:
                     pass
                 if ready:
-                    print(f"srgan up: ready at {url} (API docs: {url}/docs); Ctrl-C stops", file=sys.stderr,
-                          flush=True)
+                    print(f"srgan up: ready at {url} (API docs: {url}/docs); Ctrl-C stops", file=sys.stderr, flush=True)
             stop.wait(0.2 if not ready else 1.0)
         print("srgan up: stopping (the worker finishes its batch)", file=sys.stderr, flush=True)
         return 0

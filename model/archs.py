@@ -33,8 +33,9 @@ class SRCNN(nn.Module):
         f3: kernel size of the last layer (default 5).
     """
 
-    def __init__(self, scale: int = 4, num_channels: int = 3, n1: int = 64, n2: int = 32,
-                 f1: int = 9, f2: int = 1, f3: int = 5):
+    def __init__(
+        self, scale: int = 4, num_channels: int = 3, n1: int = 64, n2: int = 32, f1: int = 9, f2: int = 1, f3: int = 5
+    ):
         super().__init__()
         self.scale = scale
         self.conv1 = nn.Conv2d(num_channels, n1, f1, padding=f1 // 2)
@@ -61,8 +62,9 @@ class ESPCN(nn.Module):
         f3: kernel size of the sub-pixel layer (default 3).
     """
 
-    def __init__(self, scale: int = 4, num_channels: int = 3, n1: int = 64, n2: int = 32,
-                 f1: int = 5, f2: int = 3, f3: int = 3):
+    def __init__(
+        self, scale: int = 4, num_channels: int = 3, n1: int = 64, n2: int = 32, f1: int = 5, f2: int = 3, f3: int = 3
+    ):
         super().__init__()
         self.scale = scale
         self.conv1 = nn.Conv2d(num_channels, n1, f1, padding=f1 // 2)
@@ -160,7 +162,8 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(pool)
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_ch * pool * pool, dense), nn.LeakyReLU(0.2, inplace=True), nn.Linear(dense, 1))
+            nn.Flatten(), nn.Linear(in_ch * pool * pool, dense), nn.LeakyReLU(0.2, inplace=True), nn.Linear(dense, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)))

@@ -46,7 +46,7 @@ def compute_peak(device: torch.device, precision: str, seconds: float = 1.0) -> 
     n = 4096 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    matmul = 2 * n ** 3 / _time(lambda: a @ b, device, seconds / 2) / 1e9
+    matmul = 2 * n**3 / _time(lambda: a @ b, device, seconds / 2) / 1e9
     batch, side, ch = (32, 128, 64) if device.type == "cuda" else (4, 96, 64)
     x = torch.randn(batch, ch, side, side, device=device, dtype=dtype).to(memory_format=torch.channels_last)
     conv = nn.Conv2d(ch, ch, 3, padding=1).to(device=device, dtype=dtype, memory_format=torch.channels_last)
@@ -67,8 +67,9 @@ def flops_per_output_pixel(net: nn.Module, x: torch.Tensor, scale: int) -> float
     return counter.get_total_flops() / out_px
 
 
-def _throughput(net: nn.Module, x: torch.Tensor, scale: int, precision: str, device: torch.device,
-                seconds: float) -> float:
+def _throughput(
+    net: nn.Module, x: torch.Tensor, scale: int, precision: str, device: torch.device, seconds: float
+) -> float:
     dtype = _DTYPES[precision]
 
     def run() -> None:
@@ -79,9 +80,17 @@ def _throughput(net: nn.Module, x: torch.Tensor, scale: int, precision: str, dev
     return x.shape[0] * x.shape[2] * x.shape[3] * scale * scale / dt / 1e6
 
 
-def run_bench(models: list[str], scale: int = 4, batch: int | None = None, tile: int | None = None,
-              device: str = "auto", seconds: float = 3.0, try_compile: bool = False,
-              precisions: list[str] | None = None, log: Callable[[str], None] = print) -> list[dict]:
+def run_bench(
+    models: list[str],
+    scale: int = 4,
+    batch: int | None = None,
+    tile: int | None = None,
+    device: str = "auto",
+    seconds: float = 3.0,
+    try_compile: bool = False,
+    precisions: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
     rows: list[dict] = []
     peaks: dict[str, float] = {}
     for name in models:
@@ -100,12 +109,14 @@ def run_bench(models: list[str], scale: int = 4, batch: int | None = None, tile:
         fpp = flops_per_output_pixel(base_net, x[:1], scale)
         fpp_fused = flops_per_output_pixel(auto.net, x[:1], scale) if not try_compile else fpp
         variants: list[tuple[str, nn.Module, torch.Tensor, str, float]] = [
-            ("fp32 eager NCHW (baseline)", base_net, x, "fp32", fpp)]
+            ("fp32 eager NCHW (baseline)", base_net, x, "fp32", fpp)
+        ]
         x_cl = x.contiguous(memory_format=torch.channels_last) if auto.channels_last else x
         wanted = [auto.precision] + [p for p in (precisions or []) if p != auto.precision]
         for p in wanted:
-            variants.append((f"engine {p}" + (" channels_last" if auto.channels_last else ""), auto.net, x_cl, p,
-                             fpp_fused))
+            variants.append(
+                (f"engine {p}" + (" channels_last" if auto.channels_last else ""), auto.net, x_cl, p, fpp_fused)
+            )
         if try_compile:
             compiled = torch.compile(auto.net)
             variants.append((f"engine {auto.precision} + torch.compile", compiled, x_cl, auto.precision, fpp_fused))
@@ -117,13 +128,25 @@ def run_bench(models: list[str], scale: int = 4, batch: int | None = None, tile:
             mp = _throughput(net, inp, scale, p, dev, seconds)
             base_mp = base_mp or mp
             gflops = mp * 1e6 * fpp_v / 1e9
-            row = {"model": name, "weights": weights, "variant": label, "precision": p, "batch": b, "tile": t,
-                   "device": str(dev), "flops_per_out_px": round(fpp_v), "out_mp_per_s": round(mp, 4),
-                   "gflops_per_s": round(gflops, 2), "peak_gflops_per_s": round(peaks[p], 1),
-                   "roofline_fraction": round(gflops / peaks[p], 4),
-                   "speedup_vs_fp32_eager": round(mp / base_mp, 3),
-                   "seconds": round(time.perf_counter() - start, 1)}
+            row = {
+                "model": name,
+                "weights": weights,
+                "variant": label,
+                "precision": p,
+                "batch": b,
+                "tile": t,
+                "device": str(dev),
+                "flops_per_out_px": round(fpp_v),
+                "out_mp_per_s": round(mp, 4),
+                "gflops_per_s": round(gflops, 2),
+                "peak_gflops_per_s": round(peaks[p], 1),
+                "roofline_fraction": round(gflops / peaks[p], 4),
+                "speedup_vs_fp32_eager": round(mp / base_mp, 3),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
             rows.append(row)
-            log(f"{name:<9} {label:<36} {mp:8.3f} MP/s  {gflops:8.1f} GFLOP/s  "
-                f"{100 * row['roofline_fraction']:5.1f}% of {p} peak  x{row['speedup_vs_fp32_eager']:.2f}")
+            log(
+                f"{name:<9} {label:<36} {mp:8.3f} MP/s  {gflops:8.1f} GFLOP/s  "
+                f"{100 * row['roofline_fraction']:5.1f}% of {p} peak  x{row['speedup_vs_fp32_eager']:.2f}"
+            )
     return rows

@@ -12,19 +12,32 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def add_engine_options(p: argparse.ArgumentParser, *, tile_default: int | None = None,
-                       precision_default: str = "auto") -> None:
-    p.add_argument("--model", "-m", default="srresnet",
-                   help="model name, or NAME@VERSION for a registered version (default: srresnet, active version)")
+def add_engine_options(
+    p: argparse.ArgumentParser, *, tile_default: int | None = None, precision_default: str = "auto"
+) -> None:
+    p.add_argument(
+        "--model",
+        "-m",
+        default="srresnet",
+        help="model name, or NAME@VERSION for a registered version (default: srresnet, active version)",
+    )
     p.add_argument("--scale", "-s", type=int, default=4, help="upscaling factor (default: 4)")
     p.add_argument("--weights", type=Path, help="weights file to use instead of the model's default")
-    p.add_argument("--tile", type=int, default=tile_default,
-                   help="tile size in input pixels; 0 processes each image whole (default: automatic)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=tile_default,
+        help="tile size in input pixels; 0 processes each image whole (default: automatic)",
+    )
     p.add_argument("--overlap", type=int, help="tile overlap in input pixels (default: the model's)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: automatic)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
-    p.add_argument("--precision", default=precision_default, choices=["auto", "fp32", "bf16", "fp16"],
-                   help=f"compute precision (default: {precision_default})")
+    p.add_argument(
+        "--precision",
+        default=precision_default,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help=f"compute precision (default: {precision_default})",
+    )
     p.add_argument("--compile", action="store_true", help="use torch.compile")
 
 
@@ -34,8 +47,14 @@ def engine_from_args(args: argparse.Namespace):
 
     name, _, version = args.model.partition("@")
     model = load_model(name, args.scale, path=args.weights, version=version or None)
-    cfg = EngineConfig(device=args.device, precision=args.precision, tile=args.tile, overlap=args.overlap,
-                       batch_size=args.batch_size, compile=args.compile)
+    cfg = EngineConfig(
+        device=args.device,
+        precision=args.precision,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        compile=args.compile,
+    )
     return Upscaler(model, cfg)
 
 
@@ -50,8 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_options(p)
     p.set_defaults(func=cmd_upscale)
 
-    p = sub.add_parser("eval", help="PSNR-Y / SSIM-Y on a folder of HR images",
-                       description="Evaluate a model on HR images: bicubic LR, PSNR/SSIM on Y, border = scale.")
+    p = sub.add_parser(
+        "eval",
+        help="PSNR-Y / SSIM-Y on a folder of HR images",
+        description="Evaluate a model on HR images: bicubic LR, PSNR/SSIM on Y, border = scale.",
+    )
     p.add_argument("--data", type=Path, required=True, nargs="+", help="folder(s) of HR images")
     p.add_argument("--json", action="store_true", help="print one JSON object (a list for several folders)")
     add_engine_options(p, tile_default=0, precision_default="fp32")
@@ -131,8 +153,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             loaded = [f.result() for f in pending]
             if n + 1 < len(chunks):
                 pending = [pool.submit(load, args.inputs[i]) for i in chunks[n + 1]]
-            ok = [(i, d) for i, d in zip(chunk, loaded) if not isinstance(d, Exception)]
-            for i, d in zip(chunk, loaded):
+            ok = [(i, d) for i, d in zip(chunk, loaded, strict=True) if not isinstance(d, Exception)]
+            for i, d in zip(chunk, loaded, strict=True):
                 if isinstance(d, Exception):
                     fail(args.inputs[i], d)
             base_done, base_total = bar.n, bar.total
@@ -146,8 +168,17 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 if isinstance(result, Exception):
                     fail(args.inputs[i], result)
                     continue
-                writes.append((i, pool.submit(lambda t, s, r: t.write_bytes(encode(s, r, args.format, args.quality)),
-                                              targets[i], src, result)))
+                writes.append(
+                    (
+                        i,
+                        pool.submit(
+                            lambda t, s, r: t.write_bytes(encode(s, r, args.format, args.quality)),
+                            targets[i],
+                            src,
+                            result,
+                        ),
+                    )
+                )
         for i, f in writes:
             try:
                 f.result()
@@ -156,8 +187,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 fail(targets[i], e)
     bar.close()
     ok_count = len(args.inputs) - failures
-    print(f"{ok_count} image(s) written to {args.out}" + (f", {failures} failed" if failures else ""),
-          file=sys.stderr)
+    print(f"{ok_count} image(s) written to {args.out}" + (f", {failures} failed" if failures else ""), file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -167,18 +197,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     up = engine_from_args(args)
     results = []
     for folder in args.data:
+
         def show(row: dict) -> None:
             if not args.json:
-                print(f"  {row['image']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}   "
-                      f"HF {row['hf_ratio']:.3f}")
+                print(
+                    f"  {row['image']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}   "
+                    f"HF {row['hf_ratio']:.3f}"
+                )
 
         if not args.json:
             print(f"{folder.name}: {up.model.name} x{up.scale} ({up.precision}, {up.device})")
         r = evaluate(up, folder, on_image=show)
         results.append(r)
         if not args.json:
-            print(f"  {'mean':<24} PSNR-Y {r['mean']['psnr_y']:7.3f} dB   SSIM-Y {r['mean']['ssim_y']:.4f}   "
-                  f"HF {r['mean']['hf_ratio']:.3f}")
+            print(
+                f"  {'mean':<24} PSNR-Y {r['mean']['psnr_y']:7.3f} dB   SSIM-Y {r['mean']['ssim_y']:.4f}   "
+                f"HF {r['mean']['hf_ratio']:.3f}"
+            )
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0
@@ -195,8 +230,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_bench_engine(args: argparse.Namespace) -> int:
     from model.bench import run_bench
 
-    rows = run_bench(args.models, args.scale, args.batch, args.tile, args.device, args.seconds, args.compile,
-                     args.precisions, log=(lambda line: print(line, file=sys.stderr)) if args.json else print)
+    rows = run_bench(
+        args.models,
+        args.scale,
+        args.batch,
+        args.tile,
+        args.device,
+        args.seconds,
+        args.compile,
+        args.precisions,
+        log=(lambda line: print(line, file=sys.stderr)) if args.json else print,
+    )
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

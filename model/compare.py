@@ -17,8 +17,9 @@ from model.zoo import load_model
 __all__ = ["comparison"]
 
 
-def comparison(hr_path: Path, models: list[str], scale: int = 4, crop: tuple[int, int, int] | None = None,
-               label: bool = True) -> Image.Image:
+def comparison(
+    hr_path: Path, models: list[str], scale: int = 4, crop: tuple[int, int, int] | None = None, label: bool = True
+) -> Image.Image:
     """The picture: LR (nearest) | model outputs ... | HR, for a square crop (top, left, size) of the HR image.
 
     The whole image is downscaled and upscaled (so borders do not influence the crop); PSNR-Y of the crop is
@@ -32,8 +33,9 @@ def comparison(hr_path: Path, models: list[str], scale: int = 4, crop: tuple[int
     top, left, size = crop or ((h - min(h, w) // 2) // 2, (w - min(h, w) // 2) // 2, min(h, w) // 2)
     top, left, size = top // scale * scale, left // scale * scale, size // scale * scale
     window = (slice(None), slice(top, top + size), slice(left, left + size))
-    panels = [("LR (nearest)", F.interpolate(lr[None].float(), scale_factor=scale, mode="nearest")[0]
-               .to(torch.uint8)[window])]
+    panels = [
+        ("LR (nearest)", F.interpolate(lr[None].float(), scale_factor=scale, mode="nearest")[0].to(torch.uint8)[window])
+    ]
     for name in models:
         up = Upscaler(load_model(name, scale), EngineConfig(precision="fp32"))
         sr = up.upscale([lr])[0][window]

@@ -9,23 +9,30 @@ from many images share one batch. Memory stays bounded by the tile and batch siz
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
-from concurrent.futures import ThreadPoolExecutor
-
 from model.fused import inference_form
 from model.zoo import LoadedModel
 
-__all__ = ["EngineConfig", "Upscaler", "Progress", "ImageTooLargeError", "resolve_device", "resolve_precision",
-           "tile_windows"]
+__all__ = [
+    "EngineConfig",
+    "Upscaler",
+    "Progress",
+    "ImageTooLargeError",
+    "resolve_device",
+    "resolve_precision",
+    "tile_windows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +124,7 @@ def tile_windows(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, i
     bounds = [round(i * n / k) for i in range(k + 1)]
     win = min(n, tile + 2 * overlap)
     out = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         start = min(max(a - (win - (b - a)) // 2, 0), n - win)
         out.append((a, b, start, start + win))
     return out
@@ -158,15 +165,24 @@ class Upscaler:
         self.config = cfg
 
     def describe(self) -> dict:
-        return {"model": self.model.name, "scale": self.scale, "version": self.model.version,
-                "version_number": self.model.version_number,
-                "device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
-                "tile": self.tile, "overlap": self.overlap, "batch_size": self.batch_size,
-                "streams": self.streams or "auto"}
+        return {
+            "model": self.model.name,
+            "scale": self.scale,
+            "version": self.model.version,
+            "version_number": self.model.version_number,
+            "device": str(self.device),
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "tile": self.tile,
+            "overlap": self.overlap,
+            "batch_size": self.batch_size,
+            "streams": self.streams or "auto",
+        }
 
     # -- public API ---------------------------------------------------------------------------------------
-    def upscale(self, images: Sequence[torch.Tensor], progress: Callable[[Progress], None] | None = None
-                ) -> list[torch.Tensor]:
+    def upscale(
+        self, images: Sequence[torch.Tensor], progress: Callable[[Progress], None] | None = None
+    ) -> list[torch.Tensor]:
         """Upscale all ``images``; raises the first per-image error."""
         out: list[torch.Tensor | None] = [None] * len(images)
         for i, result in self.upscale_iter(images, progress):
@@ -175,8 +191,9 @@ class Upscaler:
             out[i] = result
         return out  # type: ignore[return-value]
 
-    def upscale_iter(self, images: Sequence[torch.Tensor], progress: Callable[[Progress], None] | None = None
-                     ) -> Iterator[tuple[int, torch.Tensor | Exception]]:
+    def upscale_iter(
+        self, images: Sequence[torch.Tensor], progress: Callable[[Progress], None] | None = None
+    ) -> Iterator[tuple[int, torch.Tensor | Exception]]:
         """Yield ``(index, output)`` as each image completes (or ``(index, error)`` for one that cannot be
         processed), so callers can encode finished images while the rest compute."""
         for img in images:
@@ -191,9 +208,13 @@ class Upscaler:
             while True:
                 tile //= 2
                 if tile < _MIN_TILE:
-                    yield i, ImageTooLargeError(
-                        f"image {tuple(images[i].shape[1:])} does not fit in {self.device} memory even in "
-                        f"{_MIN_TILE}-pixel tiles")
+                    yield (
+                        i,
+                        ImageTooLargeError(
+                            f"image {tuple(images[i].shape[1:])} does not fit in {self.device} memory even in "
+                            f"{_MIN_TILE}-pixel tiles"
+                        ),
+                    )
                     break
                 log.warning("out of memory on image %d; retrying with %d-pixel tiles", i, tile)
                 plan = self._plan(i, images[i], tile)
@@ -206,10 +227,11 @@ class Upscaler:
     # -- internals ------------------------------------------------------------------------------------------
     def _plan(self, index: int, img: torch.Tensor, tile: int) -> list[_Tile]:
         h, w = img.shape[1:]
-        return [_Tile(index, r, c) for r in tile_windows(h, tile, self.overlap)
-                for c in tile_windows(w, tile, self.overlap)]
+        return [
+            _Tile(index, r, c) for r in tile_windows(h, tile, self.overlap) for c in tile_windows(w, tile, self.overlap)
+        ]
 
-    def _run(self, state: "_RunState", tiles: Iterable[_Tile]) -> Iterator[tuple[int, torch.Tensor]]:
+    def _run(self, state: _RunState, tiles: Iterable[_Tile]) -> Iterator[tuple[int, torch.Tensor]]:
         batch: list[_Tile] = []
         for t in tiles:
             if batch and (len(batch) >= self.batch_size or _window_shape(batch[0]) != _window_shape(t)):
@@ -219,12 +241,13 @@ class Upscaler:
         if batch:
             yield from self._flush(state, batch)
 
-    def _flush(self, state: "_RunState", batch: list[_Tile]) -> Iterator[tuple[int, torch.Tensor]]:
+    def _flush(self, state: _RunState, batch: list[_Tile]) -> Iterator[tuple[int, torch.Tensor]]:
         batch = [t for t in batch if t.image not in state.oom_images]
         if not batch:
             return
-        x = torch.stack([state.input(t.image, self.device)[:, t.rows[2]:t.rows[3], t.cols[2]:t.cols[3]]
-                         for t in batch])
+        x = torch.stack(
+            [state.input(t.image, self.device)[:, t.rows[2] : t.rows[3], t.cols[2] : t.cols[3]] for t in batch]
+        )
         try:
             y = self._forward(x)
         except _OutOfMemory:
@@ -240,10 +263,10 @@ class Upscaler:
             yield from self._flush(state, batch[half:])
             return
         s = self.scale
-        for t, out in zip(batch, y):
+        for t, out in zip(batch, y, strict=True):
             r0, r1, rw, _ = t.rows
             c0, c1, cw, _ = t.cols
-            core = out[:, (r0 - rw) * s:(r1 - rw) * s, (c0 - cw) * s:(c1 - cw) * s]
+            core = out[:, (r0 - rw) * s : (r1 - rw) * s, (c0 - cw) * s : (c1 - cw) * s]
             finished = state.store(t.image, r0 * s, c0 * s, core)
             if finished is not None:
                 yield t.image, finished
@@ -271,8 +294,7 @@ class Upscaler:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = _DTYPES[self.precision]
         try:
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype,
-                                                        enabled=dtype != torch.float32):
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
                 return self.net(x).float().clamp_(0, 1)
         except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
             if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
@@ -305,8 +327,13 @@ class _OutOfMemory(Exception):
 class _RunState:
     """Inputs on the device, output buffers and progress for one ``upscale_iter`` call."""
 
-    def __init__(self, images: Sequence[torch.Tensor], plans: list[list[_Tile]], scale: int,
-                 progress: Callable[[Progress], None] | None):
+    def __init__(
+        self,
+        images: Sequence[torch.Tensor],
+        plans: list[list[_Tile]],
+        scale: int,
+        progress: Callable[[Progress], None] | None,
+    ):
         self.images = images
         self.scale = scale
         self.progress = progress
@@ -347,7 +374,7 @@ class _RunState:
             out = self._outputs[i] = torch.empty((3, h * self.scale, w * self.scale), dtype=dtype)
         if out.dtype == torch.uint8:
             core = core.mul(255).round_().to(torch.uint8)
-        out[:, top:top + core.shape[1], left:left + core.shape[2]] = core.cpu()
+        out[:, top : top + core.shape[1], left : left + core.shape[2]] = core.cpu()
         self.done_per_image[i] += 1
         self.done += 1
         if self.progress is not None:

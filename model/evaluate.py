@@ -38,15 +38,20 @@ def make_lr(hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     return hr, lr
 
 
-def evaluate(model: LoadedModel | Upscaler, folder: str | Path, *, config: EngineConfig | None = None,
-             on_image: Callable[[dict], None] | None = None, max_images: int = 0) -> dict:
+def evaluate(
+    model: LoadedModel | Upscaler,
+    folder: str | Path,
+    *,
+    config: EngineConfig | None = None,
+    on_image: Callable[[dict], None] | None = None,
+    max_images: int = 0,
+) -> dict:
     """Evaluate on the images of ``folder`` (the first ``max_images`` when > 0).
     Returns {"set", "model", "scale", "images": [...], "mean": {...}}.
 
     Measurement defaults to fp32 whole-image inference so numbers do not depend on the machine.
     """
-    up = model if isinstance(model, Upscaler) else Upscaler(
-        model, config or EngineConfig(precision="fp32", tile=0))
+    up = model if isinstance(model, Upscaler) else Upscaler(model, config or EngineConfig(precision="fp32", tile=0))
     scale = up.scale
     rows = []
     paths = list_images(folder)
@@ -56,13 +61,24 @@ def evaluate(model: LoadedModel | Upscaler, folder: str | Path, *, config: Engin
             hr = (hr * 255).round_().to(torch.uint8)
             hr, lr = make_lr(hr, scale)
         sr = up.upscale([lr])[0]
-        row = {"image": path.name, "psnr_y": psnr_y(sr, hr, scale), "ssim_y": ssim_y(sr, hr, scale),
-               "hf_ratio": hf_energy_ratio(sr, hr, scale)}
+        row = {
+            "image": path.name,
+            "psnr_y": psnr_y(sr, hr, scale),
+            "ssim_y": ssim_y(sr, hr, scale),
+            "hf_ratio": hf_energy_ratio(sr, hr, scale),
+        }
         rows.append(row)
         if on_image:
             on_image(row)
     if not rows:
         raise FileNotFoundError(f"no images in {folder}")
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_y", "ssim_y", "hf_ratio")}
-    return {"set": Path(folder).name, "model": up.model.name, "version": up.model.version, "scale": scale,
-            "border": scale, "images": rows, "mean": mean}
+    return {
+        "set": Path(folder).name,
+        "model": up.model.name,
+        "version": up.model.version,
+        "scale": scale,
+        "border": scale,
+        "images": rows,
+        "mean": mean,
+    }

@@ -26,8 +26,9 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A conv equal to ``bn(conv(x))`` with ``bn`` in eval mode."""
     std = torch.sqrt(bn.running_var + bn.eps)
     gain = bn.weight / std
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, bias=True)
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding, bias=True
+    )
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * gain[:, None, None, None])
@@ -64,7 +65,9 @@ def shuffle_then_conv_as_conv(conv: nn.Conv2d, r: int = 2) -> nn.Conv2d:
                             dx = r * n + b - b_out
                             if not -p <= dx <= p:
                                 continue
-                            new_w[a_out * r + b_out::r * r, a * r + b::r * r, m + reach, n + reach] = w[:, :, dy + p, dx + p]
+                            new_w[a_out * r + b_out :: r * r, a * r + b :: r * r, m + reach, n + reach] = w[
+                                :, :, dy + p, dx + p
+                            ]
     fused = nn.Conv2d(in_ch * r * r, out_ch * r * r, kl, padding=reach, bias=conv.bias is not None)
     with torch.no_grad():
         fused.weight.copy_(new_w)
@@ -97,7 +100,9 @@ class FusedSRResNet(nn.Module):
         self.head_act = _PReLU1(net.head_act)
         self.blocks = nn.ModuleList()
         for blk in net.body:
-            self.blocks.append(nn.ModuleList([fold_bn(blk.conv1, blk.bn1), _PReLU1(blk.act), fold_bn(blk.conv2, blk.bn2)]))
+            self.blocks.append(
+                nn.ModuleList([fold_bn(blk.conv1, blk.bn1), _PReLU1(blk.act), fold_bn(blk.conv2, blk.bn2)])
+            )
         self.body_conv = fold_bn(net.body_conv, net.body_bn)
         ups = list(net.upsample)
         self.up_convs = nn.ModuleList(u.conv for u in ups)
@@ -111,7 +116,7 @@ class FusedSRResNet(nn.Module):
             y = y + conv2(act(conv1(y)))
         y = feat + self.body_conv(y)
         last = len(self.up_convs) - 1
-        for i, (conv, act) in enumerate(zip(self.up_convs, self.up_acts)):
+        for i, (conv, act) in enumerate(zip(self.up_convs, self.up_acts, strict=True)):
             y = act(conv(y))
             if i < last:
                 y = F.pixel_shuffle(y, 2)

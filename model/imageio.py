@@ -26,9 +26,23 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 from model.imresize import imresize
 from model.pngwrite import write_png
 
-__all__ = ["ImageError", "NotAnImageError", "CorruptImageError", "TooManyPixelsError", "EmptyImageError",
-           "UnsupportedImageError", "ImageInfo", "DecodedImage", "probe", "decode", "encode", "OUTPUT_FORMATS",
-           "CONTENT_TYPES", "EXTENSIONS", "DEFAULT_MAX_PIXELS"]
+__all__ = [
+    "ImageError",
+    "NotAnImageError",
+    "CorruptImageError",
+    "TooManyPixelsError",
+    "EmptyImageError",
+    "UnsupportedImageError",
+    "ImageInfo",
+    "DecodedImage",
+    "probe",
+    "decode",
+    "encode",
+    "OUTPUT_FORMATS",
+    "CONTENT_TYPES",
+    "EXTENSIONS",
+    "DEFAULT_MAX_PIXELS",
+]
 
 DEFAULT_MAX_PIXELS = 16_000_000
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
@@ -125,8 +139,9 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise NotAnImageError("the data is not an image in a supported format "
-                              f"({', '.join(f for f in INPUT_FORMATS if f != 'MPO')})") from None
+        raise NotAnImageError(
+            f"the data is not an image in a supported format ({', '.join(f for f in INPUT_FORMATS if f != 'MPO')})"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise TooManyPixelsError(str(e)) from None
     except (OSError, SyntaxError, ValueError, struct.error) as e:
@@ -144,8 +159,9 @@ def probe(source: bytes | str | Path | BinaryIO, max_pixels: int | None = DEFAUL
     im = _open(data)
     fmt = (im.format or "").upper()
     if fmt not in INPUT_FORMATS:
-        raise UnsupportedImageError(f"{fmt or 'this'} images are not supported; send "
-                                    f"{', '.join(f for f in INPUT_FORMATS if f != 'MPO')}")
+        raise UnsupportedImageError(
+            f"{fmt or 'this'} images are not supported; send {', '.join(f for f in INPUT_FORMATS if f != 'MPO')}"
+        )
     w, h = im.size
     if png16:
         w, h = png16[0], png16[1]
@@ -224,7 +240,7 @@ def _decode_png16(data: bytes, info: ImageInfo) -> DecodedImage:
         arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, meta["planes"])
     except (png.Error, ValueError, struct.error) as e:
         raise CorruptImageError(f"the 16-bit PNG is truncated or corrupt: {e}") from None
-    colour = arr[..., :1 if meta["greyscale"] else 3].astype(np.float32) / 65535.0
+    colour = arr[..., : 1 if meta["greyscale"] else 3].astype(np.float32) / 65535.0
     rgb = torch.from_numpy(colour).permute(2, 0, 1).expand(3, -1, -1).contiguous()
     alpha = arr[..., -1].copy() if meta["alpha"] else None
     icc = None
@@ -236,6 +252,7 @@ def _decode_png16(data: bytes, info: ImageInfo) -> DecodedImage:
 
 
 # -- encoding -----------------------------------------------------------------------------------------------
+
 
 def _to_grey(rgb: torch.Tensor) -> torch.Tensor:
     w = torch.tensor(_LUMA, dtype=torch.float32)[:, None, None]
@@ -251,8 +268,9 @@ def _upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (imresize(a, size=(h, w)).clamp_(0, 1) * 65535).round_().numpy().astype(np.uint16)
 
 
-def encode(src: DecodedImage, sr: torch.Tensor, fmt: str = "png", quality: int = 90,
-           png_compress_level: int = 1) -> bytes:
+def encode(
+    src: DecodedImage, sr: torch.Tensor, fmt: str = "png", quality: int = 90, png_compress_level: int = 1
+) -> bytes:
     """Write the upscaled colour ``sr`` ((3, H, W), uint8 or float in [0, 1]) the way ``src`` came in.
 
     ``fmt`` is png, webp or jpeg. PNG keeps 16 bits when the source had them; WebP and JPEG are 8-bit, and

@@ -57,20 +57,35 @@ def _matrix_np(in_len: int, out_len: int, scale: float, kernel: str, antialias: 
 
 
 @functools.lru_cache(maxsize=512)
-def _matrix(in_len: int, out_len: int, scale: float, kernel: str, antialias: bool,
-            dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _matrix(
+    in_len: int, out_len: int, scale: float, kernel: str, antialias: bool, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     # Cached per device so training and tiled inference do not re-upload the same matrix every call.
     return torch.tensor(_matrix_np(in_len, out_len, scale, kernel, antialias), dtype=dtype, device=device)
 
 
-def resize_matrix(in_len: int, out_len: int, scale: float, *, kernel: str = "cubic", antialias: bool = True,
-                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+def resize_matrix(
+    in_len: int,
+    out_len: int,
+    scale: float,
+    *,
+    kernel: str = "cubic",
+    antialias: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """The (out_len, in_len) matrix that resizes one axis."""
     return _matrix(in_len, out_len, float(scale), kernel, antialias, dtype, torch.device(device))
 
 
-def imresize(img: torch.Tensor, scale: float | None = None, *, size: tuple[int, int] | None = None,
-             kernel: str = "cubic", antialias: bool = True) -> torch.Tensor:
+def imresize(
+    img: torch.Tensor,
+    scale: float | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    kernel: str = "cubic",
+    antialias: bool = True,
+) -> torch.Tensor:
     """Resize ``img`` of shape (..., H, W) like MATLAB ``imresize(img, scale)``.
 
     Args:

@@ -25,19 +25,19 @@ def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
 
 
 def shave(img: torch.Tensor, border: int) -> torch.Tensor:
-    return img[..., border:img.shape[-2] - border, border:img.shape[-1] - border] if border else img
+    return img[..., border : img.shape[-2] - border, border : img.shape[-1] - border] if border else img
 
 
 def psnr_y(sr: torch.Tensor, hr: torch.Tensor, border: int = 0) -> float:
     """PSNR in dB between two (3, H, W) RGB images valued 0..255, on Y, ignoring ``border`` pixels."""
     a, b = shave(rgb_to_y(sr), border), shave(rgb_to_y(hr), border)
     mse = torch.mean((a - b) ** 2).item()
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
     return (g[:, None] * g[None, :])[None, None]
 
@@ -49,10 +49,10 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int = 0) -> float:
     win = _gaussian_window()
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     mu_a, mu_b = F.conv2d(a, win), F.conv2d(b, win)
-    var_a = F.conv2d(a * a, win) - mu_a ** 2
-    var_b = F.conv2d(b * b, win) - mu_b ** 2
+    var_a = F.conv2d(a * a, win) - mu_a**2
+    var_b = F.conv2d(b * b, win) - mu_b**2
     cov = F.conv2d(a * b, win) - mu_a * mu_b
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return ssim_map.mean().item()
 
 
@@ -67,6 +67,6 @@ def hf_energy_ratio(sr: torch.Tensor, hr: torch.Tensor, border: int = 0, sigma: 
 
     def energy(img: torch.Tensor) -> float:
         y = shave(rgb_to_y(img), border)[None, None]
-        return float(((y[..., size // 2:-(size // 2), size // 2:-(size // 2)] - F.conv2d(y, win)) ** 2).sum())
+        return float(((y[..., size // 2 : -(size // 2), size // 2 : -(size // 2)] - F.conv2d(y, win)) ** 2).sum())
 
     return energy(sr) / max(energy(hr), 1e-12)

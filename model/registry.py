@@ -44,8 +44,21 @@ from typing import Any, Protocol
 
 from model.weights import ModelCard, WeightsError, load_card, sha256_file
 
-__all__ = ["Registry", "RegistryError", "VersionRecord", "ActivePointer", "FilePointer", "Change", "match_pin",
-           "models_dir", "default_registry", "series_id", "GATE_DIR", "SHIPPED_VERSION", "SOURCES"]
+__all__ = [
+    "Registry",
+    "RegistryError",
+    "VersionRecord",
+    "ActivePointer",
+    "FilePointer",
+    "Change",
+    "match_pin",
+    "models_dir",
+    "default_registry",
+    "series_id",
+    "GATE_DIR",
+    "SHIPPED_VERSION",
+    "SOURCES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +80,7 @@ class RegistryError(ValueError):
 
 
 def utcnow_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def models_dir() -> Path:
@@ -84,6 +97,7 @@ def series_id(name: str, scale: int) -> str:
 
 
 # -- where the active version is kept ----------------------------------------------------------------------
+
 
 class ActivePointer(Protocol):
     def stack(self, series: str) -> list[int]:
@@ -129,8 +143,13 @@ class FilePointer:
     def write(self, series: str, stack: list[int], event: dict[str, Any] | None = None) -> None:
         path = self._path(series)
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"series": series, "active": stack[-1] if stack else None, "stack": stack[-_STACK_LIMIT:],
-                "updated": utcnow_iso(), "by": (event or {}).get("by")}
+        body = {
+            "series": series,
+            "active": stack[-1] if stack else None,
+            "stack": stack[-_STACK_LIMIT:],
+            "updated": utcnow_iso(),
+            "by": (event or {}).get("by"),
+        }
         tmp = path.with_name(f".ACTIVE.{secrets.token_hex(4)}.tmp")
         tmp.write_text(json.dumps(body, indent=2) + "\n")
         tmp.replace(path)
@@ -154,6 +173,7 @@ class FilePointer:
 
 
 # -- records -----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class VersionRecord:
@@ -181,13 +201,27 @@ class VersionRecord:
         return series_id(self.name, self.scale)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "scale": self.scale, "version": self.version, "arch": self.arch,
-                "sha256": self.sha256, "source": self.source, "created": self.created,
-                "registered_by": self.registered_by, "registered_at": self.registered_at, "run": self.run,
-                "promoted_by": self.promoted_by, "promoted_at": self.promoted_at, "notes": self.notes,
-                "metrics": {**{k: v for k, v in self.card.metrics.items() if k != "eval"},
-                            **({"gate": self.gate} if self.gate else {})},
-                "num_params": self.card.num_params, "path": str(self.path)}
+        return {
+            "name": self.name,
+            "scale": self.scale,
+            "version": self.version,
+            "arch": self.arch,
+            "sha256": self.sha256,
+            "source": self.source,
+            "created": self.created,
+            "registered_by": self.registered_by,
+            "registered_at": self.registered_at,
+            "run": self.run,
+            "promoted_by": self.promoted_by,
+            "promoted_at": self.promoted_at,
+            "notes": self.notes,
+            "metrics": {
+                **{k: v for k, v in self.card.metrics.items() if k != "eval"},
+                **({"gate": self.gate} if self.gate else {}),
+            },
+            "num_params": self.card.num_params,
+            "path": str(self.path),
+        }
 
 
 @dataclass
@@ -202,6 +236,7 @@ class Change:
 
 # -- the registry ------------------------------------------------------------------------------------------
 
+
 class Registry:
     """The versions of every series in ``root`` and their activation (see the module docstring).
 
@@ -213,9 +248,15 @@ class Registry:
         gate_tolerance_db: how much lower than the active version's PSNR-Y a new version may score.
     """
 
-    def __init__(self, root: str | Path | None = None, *, pointer: ActivePointer | None = None,
-                 weights_dirs: list[Path] | None = None, gate_dir: str | Path | None = None,
-                 gate_tolerance_db: float = 0.1):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        pointer: ActivePointer | None = None,
+        weights_dirs: list[Path] | None = None,
+        gate_dir: str | Path | None = None,
+        gate_tolerance_db: float = 0.1,
+    ):
         self.root = Path(root) if root is not None else models_dir()
         self.files = FilePointer(self.root)
         self.pointer: ActivePointer = pointer if pointer is not None else self.files
@@ -235,8 +276,7 @@ class Registry:
     def _learned(self, name: str, scale: int):
         spec = self.spec(name, scale)
         if spec.weightless:
-            raise RegistryError("weightless_model", f"{name} is an interpolation without weights: it has no "
-                                "versions")
+            raise RegistryError("weightless_model", f"{name} is an interpolation without weights: it has no versions")
         return spec
 
     def _shipped(self, name: str, scale: int) -> VersionRecord | None:
@@ -250,8 +290,7 @@ class Registry:
         except WeightsError as e:
             log.warning("version 1 of %s is unusable: %s", series_id(name, scale), e)
             return None
-        return VersionRecord(name, scale, SHIPPED_VERSION, card.arch, card.sha256, "shipped", card.created,
-                             path, card)
+        return VersionRecord(name, scale, SHIPPED_VERSION, card.arch, card.sha256, "shipped", card.created, path, card)
 
     def _registered(self, name: str, scale: int, version: int, vdir: Path) -> VersionRecord | None:
         try:
@@ -261,10 +300,22 @@ class Registry:
         except (OSError, ValueError, WeightsError) as e:
             log.warning("skipping %s: %s", vdir, e)
             return None
-        return VersionRecord(name, scale, version, card.arch, card.sha256, reg.get("source", "uploaded"),
-                             card.created or reg.get("registered_at", ""), path, card,
-                             registered_by=reg.get("registered_by"), registered_at=reg.get("registered_at"),
-                             run=reg.get("run"), gate=reg.get("gate"), notes=reg.get("notes", ""))
+        return VersionRecord(
+            name,
+            scale,
+            version,
+            card.arch,
+            card.sha256,
+            reg.get("source", "uploaded"),
+            card.created or reg.get("registered_at", ""),
+            path,
+            card,
+            registered_by=reg.get("registered_by"),
+            registered_at=reg.get("registered_at"),
+            run=reg.get("run"),
+            gate=reg.get("gate"),
+            notes=reg.get("notes", ""),
+        )
 
     def _version_dirs(self, name: str, scale: int) -> dict[int, Path]:
         d = self.root / series_id(name, scale)
@@ -306,8 +357,9 @@ class Registry:
             rec = self._registered(name, scale, version, vdir) if vdir is not None else None
         if rec is None:
             have = ", ".join(str(r.version) for r in self.versions(name, scale)) or "none"
-            raise RegistryError("unknown_version", f"{series_id(name, scale)} has no version {version} "
-                                f"(versions: {have})")
+            raise RegistryError(
+                "unknown_version", f"{series_id(name, scale)} has no version {version} (versions: {have})"
+            )
         return rec
 
     def find(self, name: str, scale: int, pin: int | str) -> VersionRecord:
@@ -315,9 +367,12 @@ class Registry:
         records = {r.version: r for r in self.versions(name, scale)}
         version = match_pin({v: r.sha256 for v, r in records.items()}, pin)
         if version is None:
-            raise RegistryError("unknown_version", f"{series_id(name, scale)} has no version {pin!r} (versions: "
-                                f"{', '.join(map(str, records)) or 'none'}; give a version number, or at least 6 "
-                                "hex digits of its sha256)")
+            raise RegistryError(
+                "unknown_version",
+                f"{series_id(name, scale)} has no version {pin!r} (versions: "
+                f"{', '.join(map(str, records)) or 'none'}; give a version number, or at least 6 "
+                "hex digits of its sha256)",
+            )
         return records[version]
 
     def default_version(self, name: str, scale: int) -> int | None:
@@ -351,9 +406,11 @@ class Registry:
         if rec is None:
             from model.zoo import NoWeightsError
 
-            raise NoWeightsError(f"model {name!r} x{scale} has no weights: nothing in "
-                                 f"{self.root / series_id(name, scale)} is active and no {series_id(name, scale)}"
-                                 ".safetensors is in the weights folders")
+            raise NoWeightsError(
+                f"model {name!r} x{scale} has no weights: nothing in "
+                f"{self.root / series_id(name, scale)} is active and no {series_id(name, scale)}"
+                ".safetensors is in the weights folders"
+            )
         return rec
 
     def load(self, name: str, scale: int, pin: int | str | None = None, record: VersionRecord | None = None):
@@ -374,16 +431,29 @@ class Registry:
         active_map = self.pointer.active_map() if active_map is None else active_map
         for spec in SPECS.values():
             for scale in spec.scales:
-                row = {"name": spec.name, "scale": scale, "arch": spec.arch, "description": spec.description,
-                       "weightless": spec.weightless, "has_weights": spec.weightless, "version": None,
-                       "sha256": "builtin" if spec.weightless else None, "versions": {}, "path": None}
+                row = {
+                    "name": spec.name,
+                    "scale": scale,
+                    "arch": spec.arch,
+                    "description": spec.description,
+                    "weightless": spec.weightless,
+                    "has_weights": spec.weightless,
+                    "version": None,
+                    "sha256": "builtin" if spec.weightless else None,
+                    "versions": {},
+                    "path": None,
+                }
                 if not spec.weightless:
                     records = {r.version: r for r in self.versions(spec.name, scale)}
                     active = self.active_version(spec.name, scale, active_map)
                     row["versions"] = {v: r.sha256 for v, r in records.items()}
                     if active in records:
-                        row.update(has_weights=True, version=active, sha256=records[active].sha256,
-                                   path=str(records[active].path))
+                        row.update(
+                            has_weights=True,
+                            version=active,
+                            sha256=records[active].sha256,
+                            path=str(records[active].path),
+                        )
                 rows.append(row)
         return rows
 
@@ -424,15 +494,20 @@ class Registry:
                 return stack
             return (stack + [rec.version])[-_STACK_LIMIT:]
 
-        event = {"action": "promote", "model": name, "scale": scale, "version": rec.version, "by": by,
-                 "at": utcnow_iso()}
+        event = {
+            "action": "promote",
+            "model": name,
+            "scale": scale,
+            "version": rec.version,
+            "by": by,
+            "at": utcnow_iso(),
+        }
         stack = self.pointer.update(series_id(name, scale), change, event)
         changed = seen["previous"] != rec.version
         if changed:
             self._log(name, scale, {**event, "previous": seen["previous"]})
             rec.promoted_by, rec.promoted_at = by, event["at"]
-        log.info("%s: version %s promoted by %s (was %s)", series_id(name, scale), rec.version, by,
-                 seen["previous"])
+        log.info("%s: version %s promoted by %s (was %s)", series_id(name, scale), rec.version, by, seen["previous"])
         return Change(rec, seen["previous"], changed, stack)
 
     def rollback(self, name: str, scale: int, *, by: str) -> Change:
@@ -445,9 +520,12 @@ class Registry:
             if not stack and default is not None:
                 stack = [default]
             if len(stack) < 2:
-                raise RegistryError("nothing_to_roll_back", f"{series_id(name, scale)}: version "
-                                    f"{stack[-1] if stack else 'none'} is the first one activated; there is no "
-                                    "earlier version to roll back to")
+                raise RegistryError(
+                    "nothing_to_roll_back",
+                    f"{series_id(name, scale)}: version "
+                    f"{stack[-1] if stack else 'none'} is the first one activated; there is no "
+                    "earlier version to roll back to",
+                )
             seen["previous"] = stack[-1]
             return stack[:-1]
 
@@ -456,14 +534,25 @@ class Registry:
         rec = self.version(name, scale, stack[-1])
         self._log(name, scale, {**event, "version": rec.version, "previous": seen["previous"]})
         rec.promoted_by, rec.promoted_at = by, event["at"]
-        log.info("%s: rolled back by %s from version %s to %s", series_id(name, scale), by, seen["previous"],
-                 rec.version)
+        log.info(
+            "%s: rolled back by %s from version %s to %s", series_id(name, scale), by, seen["previous"], rec.version
+        )
         return Change(rec, seen["previous"], True, stack)
 
     # -- registration ------------------------------------------------------------------------------------------
-    def register(self, name: str, weights: str | Path, card: str | Path | dict | bytes | None = None, *,
-                 scale: int | None = None, source: str = "uploaded", by: str = "", force: bool = False,
-                 run: str | None = None, notes: str = "") -> VersionRecord:
+    def register(
+        self,
+        name: str,
+        weights: str | Path,
+        card: str | Path | dict | bytes | None = None,
+        *,
+        scale: int | None = None,
+        source: str = "uploaded",
+        by: str = "",
+        force: bool = False,
+        run: str | None = None,
+        notes: str = "",
+    ) -> VersionRecord:
         """Check a weights file and its card and add them as the next version of ``name`` at the card's scale.
 
         Refused (:class:`RegistryError`) with code ``invalid_card`` (not a model card), ``wrong_architecture``
@@ -486,11 +575,13 @@ class Registry:
         if spec.weightless:
             raise RegistryError("weightless_model", f"{name} is an interpolation without weights")
         if card_obj.arch != spec.arch:
-            raise RegistryError("wrong_architecture", f"the card says architecture {card_obj.arch!r}; {name} is "
-                                f"{spec.arch!r}")
+            raise RegistryError(
+                "wrong_architecture", f"the card says architecture {card_obj.arch!r}; {name} is {spec.arch!r}"
+            )
         if scale is not None and int(scale) != int(card_obj.scale):
-            raise RegistryError("wrong_architecture", f"the card says scale {card_obj.scale}; this upload is for "
-                                f"{name} x{scale}")
+            raise RegistryError(
+                "wrong_architecture", f"the card says scale {card_obj.scale}; this upload is for {name} x{scale}"
+            )
         scale = int(card_obj.scale)
         sid = series_id(name, scale)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -511,23 +602,53 @@ class Registry:
                 target.with_suffix(".json").write_text(loaded.card.to_json())
             for rec in self.versions(name, scale):
                 if rec.sha256 == sha:
-                    raise RegistryError("already_registered", f"these weights are already version {rec.version} "
-                                        f"of {sid}", version=rec.version)
+                    raise RegistryError(
+                        "already_registered",
+                        f"these weights are already version {rec.version} of {sid}",
+                        version=rec.version,
+                    )
             self._smoke(loaded)
             gate = self.check_gate(loaded)
             if not gate["passed"] and not force and source == "uploaded":
                 raise RegistryError("quality_gate_failed", _gate_text(gate), gate=gate)
             now = utcnow_iso()
-            reg = {"version": None, "source": source, "registered_by": by or None, "registered_at": now,
-                   "run": run, "gate": gate, "notes": notes, "sha256": sha}
+            reg = {
+                "version": None,
+                "source": source,
+                "registered_by": by or None,
+                "registered_at": now,
+                "run": run,
+                "gate": gate,
+                "notes": notes,
+                "sha256": sha,
+            }
             version = self._commit(name, scale, staging, reg)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self._log(name, scale, {"action": "register", "model": name, "scale": scale, "version": version,
-                                "sha256": sha, "source": source, "by": by or None, "at": now, "run": run,
-                                "gate_passed": gate["passed"]})
-        log.info("%s: registered version %d (%s, sha256 %s..., gate %s)", sid, version, source, sha[:12],
-                 "passed" if gate["passed"] else "failed")
+        self._log(
+            name,
+            scale,
+            {
+                "action": "register",
+                "model": name,
+                "scale": scale,
+                "version": version,
+                "sha256": sha,
+                "source": source,
+                "by": by or None,
+                "at": now,
+                "run": run,
+                "gate_passed": gate["passed"],
+            },
+        )
+        log.info(
+            "%s: registered version %d (%s, sha256 %s..., gate %s)",
+            sid,
+            version,
+            source,
+            sha[:12],
+            "passed" if gate["passed"] else "failed",
+        )
         return self.version(name, scale, version)
 
     def _commit(self, name: str, scale: int, staging: Path, reg: dict[str, Any]) -> int:
@@ -581,12 +702,14 @@ class Registry:
             with torch.inference_mode():
                 y = loaded.module.float()(x)
         except Exception as e:
-            raise RegistryError("smoke_test_failed", f"the network fails on a {_SMOKE_SIDE}x{_SMOKE_SIDE} input: "
-                                f"{e}") from None
+            raise RegistryError(
+                "smoke_test_failed", f"the network fails on a {_SMOKE_SIDE}x{_SMOKE_SIDE} input: {e}"
+            ) from None
         want = (1, 3, _SMOKE_SIDE * s, _SMOKE_SIDE * s)
         if tuple(y.shape) != want:
-            raise RegistryError("smoke_test_failed", f"a {_SMOKE_SIDE}x{_SMOKE_SIDE} input gives {tuple(y.shape)}, "
-                                f"not {want}")
+            raise RegistryError(
+                "smoke_test_failed", f"a {_SMOKE_SIDE}x{_SMOKE_SIDE} input gives {tuple(y.shape)}, not {want}"
+            )
         if not bool(torch.isfinite(y).all()):
             raise RegistryError("smoke_test_failed", "the network outputs NaN or infinite values")
 
@@ -617,8 +740,12 @@ class Registry:
         if hit is not None:
             return hit
         r = evaluate(loaded, self.gate_dir)
-        out = {"set": str(self.gate_dir), "images": len(r["images"]), "psnr_y": round(r["mean"]["psnr_y"], 4),
-               "ssim_y": round(r["mean"]["ssim_y"], 4)}
+        out = {
+            "set": str(self.gate_dir),
+            "images": len(r["images"]),
+            "psnr_y": round(r["mean"]["psnr_y"], 4),
+            "ssim_y": round(r["mean"]["ssim_y"], 4),
+        }
         if cacheable:
             with self._score_lock:
                 self._scores[key] = out
@@ -630,8 +757,7 @@ class Registry:
         from model.zoo import load_model
 
         cand = self.score(loaded)
-        active = self.active(loaded.name, loaded.scale) if not self.spec(loaded.name, loaded.scale).weightless \
-            else None
+        active = self.active(loaded.name, loaded.scale) if not self.spec(loaded.name, loaded.scale).weightless else None
         if active is not None and active.sha256 == loaded.version:
             base_model, base_name = loaded, f"version {active.version}"
         elif active is not None:
@@ -640,9 +766,15 @@ class Registry:
             base_model, base_name = load_model("bicubic", loaded.scale), "bicubic"
         base = self.score(base_model)
         passed = cand["psnr_y"] >= base["psnr_y"] - self.gate_tolerance_db
-        return {**cand, "baseline": base_name, "baseline_psnr_y": base["psnr_y"],
-                "baseline_ssim_y": base["ssim_y"], "tolerance_db": self.gate_tolerance_db,
-                "delta_db": round(cand["psnr_y"] - base["psnr_y"], 4), "passed": bool(passed)}
+        return {
+            **cand,
+            "baseline": base_name,
+            "baseline_psnr_y": base["psnr_y"],
+            "baseline_ssim_y": base["ssim_y"],
+            "tolerance_db": self.gate_tolerance_db,
+            "delta_db": round(cand["psnr_y"] - base["psnr_y"], 4),
+            "passed": bool(passed),
+        }
 
 
 def match_pin(versions: dict[int, str], pin: int | str) -> int | None:
@@ -659,9 +791,11 @@ def match_pin(versions: dict[int, str], pin: int | str) -> int | None:
 
 
 def _gate_text(gate: dict[str, Any]) -> str:
-    return (f"PSNR-Y {gate['psnr_y']:.3f} dB on the gate set ({gate['images']} images) is more than "
-            f"{gate['tolerance_db']} dB below {gate['baseline']}'s {gate['baseline_psnr_y']:.3f} dB; upload with "
-            "force to register it anyway")
+    return (
+        f"PSNR-Y {gate['psnr_y']:.3f} dB on the gate set ({gate['images']} images) is more than "
+        f"{gate['tolerance_db']} dB below {gate['baseline']}'s {gate['baseline_psnr_y']:.3f} dB; upload with "
+        "force to register it anyway"
+    )
 
 
 def default_registry() -> Registry:

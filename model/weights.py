@@ -22,8 +22,16 @@ from safetensors.torch import save_file
 
 from model.archs import ARCHS
 
-__all__ = ["ModelCard", "WeightsError", "save_weights", "load_card", "load_weights", "build_arch", "sha256_file",
-           "CARD_FORMAT"]
+__all__ = [
+    "ModelCard",
+    "WeightsError",
+    "save_weights",
+    "load_card",
+    "load_weights",
+    "build_arch",
+    "sha256_file",
+    "CARD_FORMAT",
+]
 
 CARD_FORMAT = "srgan-service/model-card/1"
 # Prefixes that wrappers add to parameter names (DDP, torch.compile); stripped on save and load.
@@ -60,7 +68,7 @@ class ModelCard:
         return json.dumps(d, indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+    def from_dict(cls, d: dict[str, Any]) -> ModelCard:
         known = set(cls.__dataclass_fields__)
         missing = {"name", "arch", "scale"} - set(d)
         if missing:
@@ -83,7 +91,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in state.items():
         for p in _WRAPPER_PREFIXES:
             while k.startswith(p):
-                k = k[len(p):]
+                k = k[len(p) :]
         out[k] = v
     return out
 
@@ -107,13 +115,16 @@ def save_weights(module: nn.Module, path: str | Path, card: ModelCard) -> ModelC
     # BatchNorm's step counter is training state, not a weight.
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     tmp = path.with_suffix(".safetensors.tmp")
-    save_file(state, str(tmp), metadata={"arch": card.arch, "scale": str(card.scale), "name": card.name,
-                                         "format": CARD_FORMAT})
+    save_file(
+        state,
+        str(tmp),
+        metadata={"arch": card.arch, "scale": str(card.scale), "name": card.name, "format": CARD_FORMAT},
+    )
     tmp.chmod(0o644)  # safetensors writes 0600; weights are shared with the service's other users
     tmp.replace(path)
     card.sha256 = sha256_file(path)
     card.num_params = sum(v.numel() for v in state.values())
-    card.created = card.created or dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    card.created = card.created or dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     path.with_suffix(".json").write_text(card.to_json())
     return card
 
@@ -145,7 +156,7 @@ def load_weights(path: str | Path, *, verify_sha: bool = True) -> tuple[nn.Modul
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise WeightsError(f"{path.name} is not a readable safetensors file: {e}") from None
     if meta.get("arch") and meta["arch"] != card.arch:
@@ -160,8 +171,11 @@ def load_weights(path: str | Path, *, verify_sha: bool = True) -> tuple[nn.Modul
     expected = {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                   if k in state and state[k].shape != v.shape)
+    wrong = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    )
     if missing or unexpected or wrong:
         parts = []
         if missing:

@@ -21,8 +21,18 @@ import torch.nn as nn
 from model.archs import Interpolation
 from model.weights import ModelCard, WeightsError, build_arch, load_weights
 
-__all__ = ["ModelSpec", "LoadedModel", "SPECS", "UnknownModelError", "NoWeightsError", "load_model", "list_models",
-           "weights_dirs", "find_weights", "SHIPPED_WEIGHTS_DIR"]
+__all__ = [
+    "ModelSpec",
+    "LoadedModel",
+    "SPECS",
+    "UnknownModelError",
+    "NoWeightsError",
+    "load_model",
+    "list_models",
+    "weights_dirs",
+    "find_weights",
+    "SHIPPED_WEIGHTS_DIR",
+]
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -52,19 +62,48 @@ class ModelSpec:
     overlap: int = 16
 
 
-SPECS: dict[str, ModelSpec] = {s.name: s for s in [
-    ModelSpec("srresnet", "srresnet", (2, 4), "SRResNet trained with pixel loss: highest PSNR", overlap=16),
-    ModelSpec("srgan", "srresnet", (2, 4), "SRGAN generator trained with perceptual + adversarial loss: "
-              "sharpest textures", overlap=24),
-    ModelSpec("espcn", "espcn", (2, 3, 4), "ESPCN: small and fast sub-pixel network", overlap=6),
-    ModelSpec("srcnn", "srcnn", (2, 3, 4), "SRCNN 9-1-5 on a bicubic upscale", overlap=8),
-    ModelSpec("bicubic", "interpolation", (2, 3, 4, 8), "MATLAB-compatible bicubic interpolation (baseline)",
-              {"mode": "bicubic"}, weightless=True, overlap=4),
-    ModelSpec("bilinear", "interpolation", (2, 3, 4, 8), "bilinear interpolation (antialiased imresize)",
-              {"mode": "bilinear"}, weightless=True, overlap=2),
-    ModelSpec("nearest", "interpolation", (2, 3, 4, 8), "pixel replication", {"mode": "nearest"},
-              weightless=True, overlap=0),
-]}
+SPECS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        ModelSpec("srresnet", "srresnet", (2, 4), "SRResNet trained with pixel loss: highest PSNR", overlap=16),
+        ModelSpec(
+            "srgan",
+            "srresnet",
+            (2, 4),
+            "SRGAN generator trained with perceptual + adversarial loss: sharpest textures",
+            overlap=24,
+        ),
+        ModelSpec("espcn", "espcn", (2, 3, 4), "ESPCN: small and fast sub-pixel network", overlap=6),
+        ModelSpec("srcnn", "srcnn", (2, 3, 4), "SRCNN 9-1-5 on a bicubic upscale", overlap=8),
+        ModelSpec(
+            "bicubic",
+            "interpolation",
+            (2, 3, 4, 8),
+            "MATLAB-compatible bicubic interpolation (baseline)",
+            {"mode": "bicubic"},
+            weightless=True,
+            overlap=4,
+        ),
+        ModelSpec(
+            "bilinear",
+            "interpolation",
+            (2, 3, 4, 8),
+            "bilinear interpolation (antialiased imresize)",
+            {"mode": "bilinear"},
+            weightless=True,
+            overlap=2,
+        ),
+        ModelSpec(
+            "nearest",
+            "interpolation",
+            (2, 3, 4, 8),
+            "pixel replication",
+            {"mode": "nearest"},
+            weightless=True,
+            overlap=0,
+        ),
+    ]
+}
 
 
 @dataclass
@@ -103,13 +142,21 @@ def _spec(name: str, scale: int) -> ModelSpec:
     if spec is None:
         raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(SPECS)}")
     if scale not in spec.scales:
-        raise UnknownModelError(f"model {name!r} does not support scale {scale}; "
-                                f"supported: {', '.join(map(str, spec.scales))}")
+        raise UnknownModelError(
+            f"model {name!r} does not support scale {scale}; supported: {', '.join(map(str, spec.scales))}"
+        )
     return spec
 
 
-def load_model(name: str, scale: int = 4, *, path: str | Path | None = None, dirs: list[Path] | None = None,
-               version: int | str | None = None, registry=None) -> LoadedModel:
+def load_model(
+    name: str,
+    scale: int = 4,
+    *,
+    path: str | Path | None = None,
+    dirs: list[Path] | None = None,
+    version: int | str | None = None,
+    registry=None,
+) -> LoadedModel:
     """Look a model up by name and scale and load it.
 
     Weights come from ``path`` if given, else from the first of ``dirs`` that has them, else from the registry
@@ -146,9 +193,17 @@ def list_models(dirs: list[Path] | None = None) -> list[dict[str, Any]]:
     for spec in SPECS.values():
         for scale in spec.scales:
             path = None if spec.weightless else find_weights(spec.name, scale, dirs)
-            rows.append({"name": spec.name, "scale": scale, "arch": spec.arch, "description": spec.description,
-                         "has_weights": spec.weightless or path is not None, "weightless": spec.weightless,
-                         "path": str(path) if path else None})
+            rows.append(
+                {
+                    "name": spec.name,
+                    "scale": scale,
+                    "arch": spec.arch,
+                    "description": spec.description,
+                    "has_weights": spec.weightless or path is not None,
+                    "weightless": spec.weightless,
+                    "path": str(path) if path else None,
+                }
+            )
     return rows
 
 

@@ -48,7 +48,7 @@ def photo_tensor(name: str = "astronaut", size: tuple[int, int] | None = None) -
     if size:
         h, w = size
         top, left = (img.shape[1] - h) // 3, (img.shape[2] - w) // 3
-        img = img[:, top:top + h, left:left + w].contiguous()
+        img = img[:, top : top + h, left : left + w].contiguous()
     return img
 
 

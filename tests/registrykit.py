@@ -19,7 +19,7 @@ def gate_folder(folder: Path, n: int = 2, side: int = 64) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (top, left) in list({"astronaut": (80, 180), "chelsea": (60, 130), "coffee": (120, 230)}.items())[:n]:
-        a = getattr(skimage.data, name)()[top:top + side, left:left + side, :3]
+        a = getattr(skimage.data, name)()[top : top + side, left : left + side, :3]
         Image.fromarray(np.ascontiguousarray(a)).save(folder / f"{name}.png")
     return folder
 

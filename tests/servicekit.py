@@ -70,9 +70,22 @@ class PrivateRedis:
     def __init__(self):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="srgan-test-redis-")
-        self.proc = subprocess.Popen([redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         self.client = redis.Redis(port=self.port)
         wait_for(lambda: self._ping(), 10, "private redis-server")
 
@@ -106,12 +119,21 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 def service_env(redis_url: str, name: str, **settings) -> dict[str, str]:
     """Environment for a worker/gateway: its own queue and key prefix, fast heartbeats."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRGAN_")}
-    env.update({"SRGAN_REDIS_URL": redis_url, "SRGAN_QUEUE": name, "SRGAN_KEY_PREFIX": f"t-{name}",
-                "SRGAN_HEARTBEAT_INTERVAL_S": "0.3", "SRGAN_WORKER_DEAD_AFTER_S": "2",
-                "SRGAN_MAINTENANCE_INTERVAL_S": "0.5", "SRGAN_PROGRESS_INTERVAL_S": "0.1",
-                "SRGAN_WORKER_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1",
-                # Never the user's own registry: a test's versions and promotions stay in its own folder.
-                "SRGAN_MODELS_DIR": tempfile.mkdtemp(prefix=f"srgan-models-{name}-")})
+    env.update(
+        {
+            "SRGAN_REDIS_URL": redis_url,
+            "SRGAN_QUEUE": name,
+            "SRGAN_KEY_PREFIX": f"t-{name}",
+            "SRGAN_HEARTBEAT_INTERVAL_S": "0.3",
+            "SRGAN_WORKER_DEAD_AFTER_S": "2",
+            "SRGAN_MAINTENANCE_INTERVAL_S": "0.5",
+            "SRGAN_PROGRESS_INTERVAL_S": "0.1",
+            "SRGAN_WORKER_METRICS_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+            # Never the user's own registry: a test's versions and promotions stay in its own folder.
+            "SRGAN_MODELS_DIR": tempfile.mkdtemp(prefix=f"srgan-models-{name}-"),
+        }
+    )
     env.setdefault("OMP_NUM_THREADS", "2")
     env.update({f"SRGAN_{k.upper()}": str(v) for k, v in settings.items()})
     return env
@@ -122,9 +144,10 @@ class Service:
 
     def __init__(self, args: list[str], env: dict[str, str], log_dir: Path, label: str):
         self.log_path = Path(log_dir) / f"{label}-{uuid.uuid4().hex[:6]}.log"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([PY, "-m", "app.cli", *args], env=env, cwd=REPO, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            [PY, "-m", "app.cli", *args], env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT
+        )
         self.pid = self.proc.pid
 
     def output(self) -> str:
@@ -180,6 +203,7 @@ def wait_ready(url: str, timeout: float = 60, ready: bool = True) -> None:
 
 # -- images ----------------------------------------------------------------------------------------------------
 
+
 def png(arr: np.ndarray, **save) -> bytes:
     from PIL import Image
 
@@ -194,7 +218,7 @@ def photo(name: str = "astronaut", size: tuple[int, int] = (32, 48), top: int = 
 
     a = getattr(skimage.data, name)()
     h, w = size
-    return np.ascontiguousarray(a[top:top + h, left:left + w, :3])
+    return np.ascontiguousarray(a[top : top + h, left : left + w, :3])
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -1,9 +1,7 @@
-import io
 import json
 import subprocess
 import sys
 
-import numpy as np
 from PIL import Image
 
 from app.cli import main
@@ -19,8 +17,7 @@ def test_upscale_writes_each_input_with_its_stem(tmp_path):
     a = _write(tmp_path / "cat.jpg", "chelsea", (40, 60), "JPEG")
     b = _write(tmp_path / "astro.png", "astronaut", (50, 30), "PNG")
     out = tmp_path / "out"
-    assert main(["upscale", str(a), str(b), "-o", str(out), "--model", "espcn", "--tile", "24",
-                 "--no-progress"]) == 0
+    assert main(["upscale", str(a), str(b), "-o", str(out), "--model", "espcn", "--tile", "24", "--no-progress"]) == 0
     assert Image.open(out / "cat.png").size == (240, 160)
     assert Image.open(out / "astro.png").size == (120, 200)
 
@@ -28,8 +25,26 @@ def test_upscale_writes_each_input_with_its_stem(tmp_path):
 def test_upscale_formats_and_whole_image(tmp_path):
     a = _write(tmp_path / "cat.png", "chelsea", (30, 30), "PNG")
     out = tmp_path / "out"
-    assert main(["upscale", str(a), "-o", str(out), "-m", "bicubic", "-s", "2", "--tile", "0", "--format", "webp",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "upscale",
+                str(a),
+                "-o",
+                str(out),
+                "-m",
+                "bicubic",
+                "-s",
+                "2",
+                "--tile",
+                "0",
+                "--format",
+                "webp",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     im = Image.open(out / "cat.webp")
     assert im.format == "WEBP" and im.size == (60, 60)
 
@@ -51,12 +66,29 @@ def test_unknown_model_is_a_clear_error(tmp_path, capsys):
 
 
 def test_bench_engine_json():
-    proc = subprocess.run([sys.executable, "-m", "app.cli", "bench", "engine", "--models", "bicubic", "espcn",
-                           "--seconds", "0.2", "--tile", "32", "--json"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "bench",
+            "engine",
+            "--models",
+            "bicubic",
+            "espcn",
+            "--seconds",
+            "0.2",
+            "--tile",
+            "32",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    keys = {"model", "precision", "batch", "out_mp_per_s", "gflops_per_s", "roofline_fraction",
-            "speedup_vs_fp32_eager"}
+    keys = {"model", "precision", "batch", "out_mp_per_s", "gflops_per_s", "roofline_fraction", "speedup_vs_fp32_eager"}
     assert all(keys <= set(r) for r in rows)
     espcn = [r for r in rows if r["model"] == "espcn"]
     assert espcn[0]["speedup_vs_fp32_eager"] == 1.0 and len(espcn) >= 2
@@ -68,9 +100,31 @@ def test_bench_engine_json():
 def test_bench_service_json():
     """The whole stack on free ports (its own redis-server, a worker, the gateway), two service rounds between
     engine runs: every image comes back at 4x its size, and the median round's ratio is among the rounds'."""
-    proc = subprocess.run([sys.executable, "-m", "app.cli", "bench", "service", "--model", "espcn", "-n", "6",
-                           "-c", "3", "--size", "48", "--rounds", "2", "--overhead-jobs", "5", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "bench",
+            "service",
+            "--model",
+            "espcn",
+            "-n",
+            "6",
+            "-c",
+            "3",
+            "--size",
+            "48",
+            "--rounds",
+            "2",
+            "--overhead-jobs",
+            "5",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     sv = r["service"]

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 import torch.nn as nn
@@ -15,7 +17,7 @@ def test_tile_windows_cover_the_axis_with_equal_windows():
     for n, tile, overlap in [(300, 64, 16), (200, 64, 24), (65, 64, 8), (1000, 128, 16)]:
         wins = tile_windows(n, tile, overlap)
         assert wins[0][0] == 0 and wins[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(wins, wins[1:]))  # cores tile the axis exactly
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(wins))  # cores tile the axis exactly
         assert len({w[3] - w[2] for w in wins}) == 1  # equal windows: they can share a batch
         for core0, core1, w0, w1 in wins:
             assert 0 <= w0 <= core0 < core1 <= w1 <= n and core1 - core0 <= tile
@@ -64,7 +66,7 @@ def test_tiles_of_different_images_share_batches():
     # 9 equal windows per image: 18 tiles in 5 batches of <= 4; image by image it would take 6.
     assert up.net.batches == [4, 4, 4, 4, 2]
     ref = Upscaler(load_model("espcn", 4), precision="fp32", tile=0).upscale(images)
-    for a, b in zip(out, ref):
+    for a, b in zip(out, ref, strict=True):
         assert a.dtype == torch.uint8 and (a.int() - b.int()).abs().max() <= 1
 
 
@@ -98,13 +100,16 @@ def test_cpu_batches_split_into_single_threaded_passes():
     assert [n for _, _, n in up.net.passes] == [2] * 8 + [1, 1] and {t for _, t, _ in up.net.passes} == {1}
     assert all(name.startswith("srgan-engine-pass") for name, _, _ in up.net.passes)
     assert len({name for name, _, _ in up.net.passes}) == 2
-    for a, b in zip(split, one):
+    for a, b in zip(split, one, strict=True):
         assert torch.equal(a, b)  # the same tiles through the same network: bit for bit
 
 
 def test_progress_and_completion_order():
-    images = [photo_tensor("astronaut", (100, 100)), photo_tensor("chelsea", (40, 40)),
-              photo_tensor("coffee", (100, 70))]
+    images = [
+        photo_tensor("astronaut", (100, 100)),
+        photo_tensor("chelsea", (40, 40)),
+        photo_tensor("coffee", (100, 70)),
+    ]
     events: list[Progress] = []
     up = Upscaler(load_model("bicubic", 4), tile=48, batch_size=3)
     done = [i for i, _ in up.upscale_iter(images, events.append)]

@@ -41,16 +41,30 @@ def stack(tmp_path_factory):
     logs = tmp_path_factory.mktemp("api-logs")
     name = f"api{uuid.uuid4().hex[:6]}"
     metrics_port = free_port()
-    env = service_env(db.url, name, max_upload_bytes=300_000, max_input_pixels=250_000,
-                      max_output_pixels=2_000_000, worker_tile=TILE,
-                      worker_batch_size=2)
+    env = service_env(
+        db.url,
+        name,
+        max_upload_bytes=300_000,
+        max_input_pixels=250_000,
+        max_output_pixels=2_000_000,
+        worker_tile=TILE,
+        worker_batch_size=2,
+    )
     worker = start_worker({**env, "SRGAN_WORKER_METRICS_PORT": str(metrics_port)}, logs, ["bicubic", "espcn"])
     gateway, url = start_gateway(env, logs)
     try:
         wait_ready(url)
         with httpx.Client(base_url=url, timeout=60) as client:
-            yield {"url": url, "client": client, "db": db, "worker": worker, "gateway": gateway, "env": env,
-                   "queue": name, "metrics_port": metrics_port}
+            yield {
+                "url": url,
+                "client": client,
+                "db": db,
+                "worker": worker,
+                "gateway": gateway,
+                "env": env,
+                "queue": name,
+                "metrics_port": metrics_port,
+            }
     finally:
         code = worker.stop()
         gateway.stop()
@@ -62,8 +76,12 @@ def submit(client: httpx.Client, data: bytes, **fields) -> httpx.Response:
     headers = {}
     if "idempotency_key" in fields:
         headers["Idempotency-Key"] = fields.pop("idempotency_key")
-    return client.post("/v1/upscale", files={"file": ("in.png", data, "image/png")},
-                       data={k: str(v) for k, v in fields.items()}, headers=headers)
+    return client.post(
+        "/v1/upscale",
+        files={"file": ("in.png", data, "image/png")},
+        data={k: str(v) for k, v in fields.items()},
+        headers=headers,
+    )
 
 
 def run_job(client: httpx.Client, data: bytes, **fields) -> tuple[dict, bytes]:
@@ -157,9 +175,25 @@ def test_long_poll_returns_when_the_job_ends(stack):
     assert c.get(r.json()["links"]["self"], params={"wait": 1e6}).status_code == 200
 
 
-BAD_REQUESTS = ["not_an_image", "empty", "truncated", "corrupt_data", "garbled_header", "bomb", "zero_size",
-                "output_too_large", "upload_too_large", "wrong_content_type", "unknown_model", "unknown_scale",
-                "no_weights", "bad_version", "bad_format", "bad_quality", "missing_file"]
+BAD_REQUESTS = [
+    "not_an_image",
+    "empty",
+    "truncated",
+    "corrupt_data",
+    "garbled_header",
+    "bomb",
+    "zero_size",
+    "output_too_large",
+    "upload_too_large",
+    "wrong_content_type",
+    "unknown_model",
+    "unknown_scale",
+    "no_weights",
+    "bad_version",
+    "bad_format",
+    "bad_quality",
+    "missing_file",
+]
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS)
@@ -193,14 +227,14 @@ def test_bad_requests_get_the_right_status_and_one_error_shape(stack, case):
         err = submit(c, resized_header(0, 10))
         assert err.status_code == 422 and err.json()["error"]["code"] in ("empty_image", "corrupt_image")
     elif case == "output_too_large":  # 400x400 is under the 250k input limit; x4 is over 2M output pixels
-        assert_error(submit(c, png(np.zeros((400, 400, 3), np.uint8)), model="bicubic"), 422,
-                     "too_many_output_pixels")
+        assert_error(submit(c, png(np.zeros((400, 400, 3), np.uint8)), model="bicubic"), 422, "too_many_output_pixels")
     elif case == "upload_too_large":
         noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
         assert_error(submit(c, png(noise, compress_level=0)), 413, "upload_too_large")
     elif case == "wrong_content_type":
-        assert_error(c.post("/v1/upscale", content=good, headers={"content-type": "image/png"}), 415,
-                     "unsupported_media_type")
+        assert_error(
+            c.post("/v1/upscale", content=good, headers={"content-type": "image/png"}), 415, "unsupported_media_type"
+        )
         assert_error(c.post("/v1/upscale", json={"file": "x"}), 415, "unsupported_media_type")
     elif case == "unknown_model":
         assert_error(submit(c, good, model="waifu2x"), 422, "unknown_model")
@@ -284,7 +318,8 @@ def test_models_health_docs(stack):
     assert ready["status"] == "ready" and ready["workers"][0]["models"]
     spec = c.get("/openapi.json").json()
     assert {"/v1/upscale", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/models", "/readyz"} <= set(
-        spec["paths"])
+        spec["paths"]
+    )
     assert "ErrorResponse" in spec["components"]["schemas"] and "Job" in spec["components"]["schemas"]
     assert "429" in spec["paths"]["/v1/upscale"]["post"]["responses"]
     assert c.get("/docs").status_code == 200
@@ -294,23 +329,41 @@ def test_metrics(stack):
     c = stack["client"]
     run_job(c, png(photo(size=(16, 16))), model="bicubic")
     text = c.get("/metrics").text
-    for name in ("srgan_http_requests_total", "srgan_http_request_duration_seconds_bucket", "srgan_upload_bytes",
-                 "srgan_jobs_enqueued_total", "srgan_queue_depth_jobs", "srgan_jobs_rejected_total"):
+    for name in (
+        "srgan_http_requests_total",
+        "srgan_http_request_duration_seconds_bucket",
+        "srgan_upload_bytes",
+        "srgan_jobs_enqueued_total",
+        "srgan_queue_depth_jobs",
+        "srgan_jobs_rejected_total",
+    ):
         assert name in text, name
     assert 'route="/v1/jobs/{job_id}/result"' in text  # route templates, never raw ids
     worker = httpx.get(f"http://127.0.0.1:{stack['metrics_port']}/metrics").text
-    for name in ("srgan_worker_jobs_finished_total", "srgan_job_queue_wait_seconds_bucket",
-                 "srgan_job_processing_seconds_bucket", "srgan_job_end_to_end_seconds_bucket",
-                 "srgan_batch_tiles_bucket", "srgan_tiles_processed_total", "srgan_output_megapixels_total",
-                 "srgan_inference_seconds_total", "srgan_model_loaded_info", "srgan_device_memory_used_bytes"):
+    for name in (
+        "srgan_worker_jobs_finished_total",
+        "srgan_job_queue_wait_seconds_bucket",
+        "srgan_job_processing_seconds_bucket",
+        "srgan_job_end_to_end_seconds_bucket",
+        "srgan_batch_tiles_bucket",
+        "srgan_tiles_processed_total",
+        "srgan_output_megapixels_total",
+        "srgan_inference_seconds_total",
+        "srgan_model_loaded_info",
+        "srgan_device_memory_used_bytes",
+    ):
         assert name in worker, name
     assert 'srgan_worker_jobs_finished_total{model="bicubic"}' in worker
 
 
 def test_rq_info_sees_queue_and_worker(stack):
     bin_dir = Path(sys.executable).parent
-    out = subprocess.run([str(bin_dir / "rq"), "info", "--url", stack["db"].url, stack["queue"]],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(bin_dir / "rq"), "info", "--url", stack["db"].url, stack["queue"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert stack["queue"] in out.stdout
     assert "1 workers" in out.stdout or "1 worker" in out.stdout, out.stdout
@@ -319,9 +372,26 @@ def test_rq_info_sees_queue_and_worker(stack):
 def test_client_command_saves_the_result(stack, tmp_path):
     src = tmp_path / "small.png"
     src.write_bytes(png(photo(size=(12, 18))))
-    out = subprocess.run([sys.executable, "-m", "app.cli", "client", "upscale", str(src), "--url", stack["url"],
-                          "--model", "bicubic", "-o", str(tmp_path / "out"), "--no-progress"],
-                         capture_output=True, text=True, timeout=90)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "client",
+            "upscale",
+            str(src),
+            "--url",
+            stack["url"],
+            "--model",
+            "bicubic",
+            "-o",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert out.returncode == 0, out.stderr
     saved = tmp_path / "out" / "small_x4.png"
     expected = direct_upscale(src.read_bytes(), "bicubic", tile=TILE)

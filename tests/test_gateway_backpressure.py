@@ -90,8 +90,12 @@ def test_redis_down_means_not_ready(tmp_path):
     try:
         assert httpx.get(f"{url}/healthz").status_code == 200
         assert_error(httpx.get(f"{url}/readyz", timeout=30), 503, "redis_unavailable")
-        r = httpx.post(f"{url}/v1/upscale", files={"file": ("a.png", png(photo(size=(8, 8))))},
-                       data={"model": "bicubic"}, timeout=30)
+        r = httpx.post(
+            f"{url}/v1/upscale",
+            files={"file": ("a.png", png(photo(size=(8, 8))))},
+            data={"model": "bicubic"},
+            timeout=30,
+        )
         assert_error(r, 503, "redis_unavailable")
     finally:
         gateway.stop()

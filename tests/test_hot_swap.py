@@ -42,9 +42,16 @@ IMAGES = [png(photo(n, size=(24, 24), top=100, left=100)) for n in ("astronaut",
 def svc(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("swap")
     db = ClaimedDB()
-    env = service_env(db.url, f"swap{uuid.uuid4().hex[:6]}", admin_key=KEY, models_dir=tmp / "models",
-                      gate_dir=K.gate_folder(tmp / "gate"), worker_tile=TILE, worker_batch_jobs=4,
-                      worker_model_poll_s=1.0)
+    env = service_env(
+        db.url,
+        f"swap{uuid.uuid4().hex[:6]}",
+        admin_key=KEY,
+        models_dir=tmp / "models",
+        gate_dir=K.gate_folder(tmp / "gate"),
+        worker_tile=TILE,
+        worker_batch_jobs=4,
+        worker_model_poll_s=1.0,
+    )
     metrics_port = free_port()
     worker = start_worker({**env, "SRGAN_WORKER_METRICS_PORT": str(metrics_port)}, tmp, ["espcn"])
     gateway, url = start_gateway(env, tmp)
@@ -54,15 +61,29 @@ def svc(tmp_path_factory):
             versions = {1: None}
             for seed in (1, 2):  # visibly different pixels (forced past the gate: they are a little worse)
                 w = K.variant(tmp / f"v{seed}", noise=3e-3, seed=seed)
-                r = admin.post("/v1/models/espcn/versions", data={"force": "true"},
-                               files={"weights": (w.name, w.read_bytes()),
-                                      "card": ("c.json", w.with_suffix(".json").read_bytes())})
+                r = admin.post(
+                    "/v1/models/espcn/versions",
+                    data={"force": "true"},
+                    files={
+                        "weights": (w.name, w.read_bytes()),
+                        "card": ("c.json", w.with_suffix(".json").read_bytes()),
+                    },
+                )
                 assert r.status_code == 201, r.text
                 versions[r.json()["version"]] = w
             shas = {v["version"]: v["sha256"] for v in admin.get("/v1/models/espcn/versions").json()["versions"]}
             assert sorted(shas) == [1, 2, 3]
-            yield {"url": url, "admin": admin, "worker": worker, "db": db, "env": env, "shas": shas,
-                   "weights": versions, "metrics": f"http://127.0.0.1:{metrics_port}/metrics", "tmp": tmp}
+            yield {
+                "url": url,
+                "admin": admin,
+                "worker": worker,
+                "db": db,
+                "env": env,
+                "shas": shas,
+                "weights": versions,
+                "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+                "tmp": tmp,
+            }
     finally:
         gateway.stop()
         worker.stop()
@@ -76,8 +97,9 @@ def expected_pixels(weights: dict[int, Path | None]) -> dict[tuple[int, int], np
 
     out = {}
     for v, w in weights.items():
-        up = Upscaler(load_model("espcn", 4, path=w or SHIPPED_WEIGHTS_DIR / "espcn_x4.safetensors"),
-                      EngineConfig(tile=TILE))
+        up = Upscaler(
+            load_model("espcn", 4, path=w or SHIPPED_WEIGHTS_DIR / "espcn_x4.safetensors"), EngineConfig(tile=TILE)
+        )
         for i, data in enumerate(IMAGES):
             out[(v, i)] = up.upscale([decode(data).rgb])[0].permute(1, 2, 0).numpy().astype(int)
     return out
@@ -101,8 +123,11 @@ class Load:
                 i = (n + k) % len(IMAGES)
                 pinned = n % 4 == 3
                 try:
-                    r = c.post("/v1/upscale", files={"file": ("a.png", IMAGES[i])},
-                               data={"model": "espcn@2" if pinned else "espcn"})
+                    r = c.post(
+                        "/v1/upscale",
+                        files={"file": ("a.png", IMAGES[i])},
+                        data={"model": "espcn@2" if pinned else "espcn"},
+                    )
                     if r.status_code == 202:
                         self.jobs.append((r.json()["id"], i, pinned))
                     else:
@@ -133,8 +158,16 @@ def test_swaps_under_load_lose_nothing_and_record_the_active_version(svc):
 
     # promote / roll back several times while jobs stream in; remember when each change was asked and when
     # the worker had switched
-    plan = [("promote", 2), ("promote", 3), ("rollback", 2), ("rollback", 1), ("promote", 3), ("promote", 2),
-            ("rollback", 3), ("rollback", 1)]
+    plan = [
+        ("promote", 2),
+        ("promote", 3),
+        ("rollback", 2),
+        ("rollback", 1),
+        ("promote", 3),
+        ("promote", 2),
+        ("rollback", 3),
+        ("rollback", 1),
+    ]
     changes = []  # (asked at, answered at, version before, version after)
     active = 1
     with Load(svc["url"]) as load:
@@ -142,8 +175,7 @@ def test_swaps_under_load_lose_nothing_and_record_the_active_version(svc):
         for action, want in plan:
             t0 = time.time()
             if action == "promote":
-                r = admin.post("/v1/models/espcn/promote", json={"version": want, "by": "test"},
-                               params={"wait": 10})
+                r = admin.post("/v1/models/espcn/promote", json={"version": want, "by": "test"}, params={"wait": 10})
             else:
                 r = admin.post("/v1/models/espcn/rollback", json={"by": "test"}, params={"wait": 10})
             t1 = time.time()
@@ -183,8 +215,10 @@ def test_swaps_under_load_lose_nothing_and_record_the_active_version(svc):
                 pinned_seen += 1
             else:
                 ok = allowed(t)
-                assert v in ok, (f"job {jid}: batch at {t:.3f} ran version {v}; active then: {ok}; "
-                                 f"changes: {[(round(a, 3), round(b, 3), x, y) for a, b, x, y, _ in changes]}")
+                assert v in ok, (
+                    f"job {jid}: batch at {t:.3f} ran version {v}; active then: {ok}; "
+                    f"changes: {[(round(a, 3), round(b, 3), x, y) for a, b, x, y, _ in changes]}"
+                )
                 strict += len(ok) == 1
                 seen[v] = seen.get(v, 0) + 1
             got = decode_png(c.get(f"/v1/jobs/{jid}/result").content).astype(int)
@@ -193,8 +227,10 @@ def test_swaps_under_load_lose_nothing_and_record_the_active_version(svc):
     # the test saw every version serve, outside of the switch windows too, and the pins among them
     assert set(seen) == {1, 2, 3} and pinned_seen >= 10 and strict >= len(jobs) // 2, (seen, pinned_seen, strict)
     waits = [w for *_, w in changes]
-    print(f"\nhot swap: {len(jobs)} jobs ({pinned_seen} pinned), per version {seen}; {len(changes)} changes, "
-          f"workers switched within {max(waits) * 1000:.0f} ms (median {sorted(waits)[len(waits) // 2] * 1000:.0f} ms)")
+    print(
+        f"\nhot swap: {len(jobs)} jobs ({pinned_seen} pinned), per version {seen}; {len(changes)} changes, "
+        f"workers switched within {max(waits) * 1000:.0f} ms (median {sorted(waits)[len(waits) // 2] * 1000:.0f} ms)"
+    )
     log = svc["worker"].output()
     loads = [float(ms) for ms in re.findall(r"loaded espcn x4 version \d+ .* in (\d+) ms", log)]
     swaps = re.findall(r"espcn x4 now serves version (\d+) \(was (\d+); (loaded|cached)\)", log)
@@ -245,8 +281,10 @@ def test_a_version_the_worker_cannot_load_leaves_the_old_one_serving(svc):
     assert metric(svc, "srgan_model_swaps_total", model="espcn", outcome="cached") >= 1
     assert metric(svc, "srgan_model_load_seconds_count", model="espcn") >= 2
     w = K.variant(svc["tmp"] / "damaged", noise=1e-4, seed=9)
-    r = admin.post("/v1/models/espcn/versions", files={"weights": (w.name, w.read_bytes()),
-                                                        "card": ("c.json", w.with_suffix(".json").read_bytes())})
+    r = admin.post(
+        "/v1/models/espcn/versions",
+        files={"weights": (w.name, w.read_bytes()), "card": ("c.json", w.with_suffix(".json").read_bytes())},
+    )
     assert r.status_code == 201, r.text
     bad = r.json()
     path = Path(bad["path"])
@@ -258,8 +296,11 @@ def test_a_version_the_worker_cannot_load_leaves_the_old_one_serving(svc):
     assert r.status_code == 200 and r.json()["active"] == bad["version"]
     rollout = r.json()["rollout"]
     assert not rollout["complete"] and list(rollout["workers"].values()) == [before]
-    wait_for(lambda: metric(svc, "srgan_model_swaps_total", model="espcn", outcome="failed"), 10,
-             "the failed swap to be counted")
+    wait_for(
+        lambda: metric(svc, "srgan_model_swaps_total", model="espcn", outcome="failed"),
+        10,
+        "the failed swap to be counted",
+    )
     with httpx.Client(base_url=svc["url"], timeout=30) as c:
         for i in range(3):  # jobs go on, on the version that loads
             r = c.post("/v1/upscale", files={"file": ("a.png", IMAGES[i])}, data={"model": "espcn"})

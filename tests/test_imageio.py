@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from model.imageio import (CorruptImageError, EmptyImageError, NotAnImageError, TooManyPixelsError, decode, encode,
-                           probe)
+from model.imageio import CorruptImageError, EmptyImageError, NotAnImageError, TooManyPixelsError, decode, encode, probe
 from tests.conftest import photo
 
 PHOTO = photo("astronaut")[::8, ::8]  # 64x64 real photograph
@@ -27,11 +26,14 @@ def _upscale_nearest(rgb: torch.Tensor, s: int = 2) -> torch.Tensor:
 
 def _png_with_header(width: int, height: int) -> bytes:
     """A PNG whose header claims any size, with a tiny (wrong) body: what a decompression bomb looks like."""
+
     def chunk(tag: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"])
@@ -137,8 +139,7 @@ def test_sixteen_bit_colour_png_keeps_sixteen_bits(alpha):
     png.Writer(16, 16, greyscale=False, alpha=alpha, bitdepth=16).write(buf, arr.reshape(16, -1))
     d = decode(buf.getvalue())
     assert d.bit_depth == 16 and d.info.mode == ("RGBA;16" if alpha else "RGB;16")
-    assert torch.allclose(d.rgb.permute(1, 2, 0) * 65535, torch.from_numpy(arr[..., :3].astype(np.float32)),
-                          atol=0.5)
+    assert torch.allclose(d.rgb.permute(1, 2, 0) * 65535, torch.from_numpy(arr[..., :3].astype(np.float32)), atol=0.5)
     w, h, rows, meta = png.Reader(bytes=encode(d, _upscale_nearest(d.rgb))).asDirect()
     out = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, meta["planes"])
     assert meta["bitdepth"] == 16 and (w, h) == (32, 32) and meta["alpha"] == alpha
@@ -165,6 +166,7 @@ def test_float_output_is_accepted():
 
 
 # -- refusals ---------------------------------------------------------------------------------------------
+
 
 def test_not_an_image():
     with pytest.raises(NotAnImageError, match="not an image"):

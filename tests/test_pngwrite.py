@@ -43,7 +43,7 @@ def test_pillow_reads_it_with_its_icc_profile():
 
 def test_one_pixel_and_one_row():
     for shape in [(1, 1, 3), (1, 50, 3), (50, 1, 3)]:
-        pixels = PHOTO[:shape[0], :shape[1]]
+        pixels = PHOTO[: shape[0], : shape[1]]
         assert np.array_equal(_read(write_png(pixels))[0], pixels)
 
 

@@ -18,7 +18,7 @@ def test_psnr_and_ssim_of_known_cases():
     img = photo_tensor("astronaut", (64, 64)).double()
     assert math.isinf(psnr_y(img, img)) and ssim_y(img, img) == pytest.approx(1.0)
     shifted = (img + 219 / 255 * 0 + 2).clamp(0, 255)  # +2 on every channel: Y moves by 2 * 219/255
-    assert psnr_y(shifted, img) == pytest.approx(10 * math.log10(255 ** 2 / (2 * 219 / 255) ** 2), abs=0.05)
+    assert psnr_y(shifted, img) == pytest.approx(10 * math.log10(255**2 / (2 * 219 / 255) ** 2), abs=0.05)
     noisy = (img + torch.randn_like(img) * 20).clamp(0, 255)
     assert 0 < ssim_y(noisy, img) < 0.9
 

@@ -4,6 +4,7 @@ the real Redis."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import threading
@@ -90,14 +91,16 @@ def test_register_accepts_a_good_version_and_refuses_bad_ones(reg, tmp_path):
 
     forced = reg.register("espcn", noisy, by="bob", force=True)
     assert forced.version == 3 and forced.gate["passed"] is False
-    trained = reg.register("espcn", K.variant(tmp_path / "trained", random=True, seed=4), source="trained",
-                           run="run-1")
+    trained = reg.register("espcn", K.variant(tmp_path / "trained", random=True, seed=4), source="trained", run="run-1")
     assert trained.version == 4 and trained.source == "trained" and trained.run == "run-1"
     assert trained.gate["passed"] is False  # a trained version is kept whatever it scores; the gate is noted
     assert [r.source for r in reg.versions("espcn", 4)] == ["shipped", "uploaded", "uploaded", "trained"]
     events = reg.events("espcn", 4)
     assert [(e["action"], e["version"], e["by"], e["gate_passed"]) for e in events] == [
-        ("register", 2, "alice", True), ("register", 3, "bob", False), ("register", 4, None, False)]
+        ("register", 2, "alice", True),
+        ("register", 3, "bob", False),
+        ("register", 4, None, False),
+    ]
 
 
 def test_the_gate_compares_with_the_active_version(tmp_path, gate):
@@ -137,10 +140,19 @@ def test_promote_and_rollback_are_a_stack(reg, tmp_path):
     refused("weightless_model", reg.promote, "bicubic", 4, 1, by="x")
     assert reg.history("espcn", 4) == [1] and reg.active_version("espcn", 4) == 1
     # the audit log says who did what, and the versions who promoted them last
-    acts = [(e["action"], e["version"], e.get("previous"), e["by"]) for e in reg.events("espcn", 4)
-            if e["action"] != "register"]
-    assert acts == [("promote", 2, 1, "alice"), ("promote", 3, 2, "bob"), ("promote", 1, 3, "carol"),
-                    ("rollback", 3, 1, "dave"), ("rollback", 2, 3, "dave"), ("rollback", 1, 2, "dave")]
+    acts = [
+        (e["action"], e["version"], e.get("previous"), e["by"])
+        for e in reg.events("espcn", 4)
+        if e["action"] != "register"
+    ]
+    assert acts == [
+        ("promote", 2, 1, "alice"),
+        ("promote", 3, 2, "bob"),
+        ("promote", 1, 3, "carol"),
+        ("rollback", 3, 1, "dave"),
+        ("rollback", 2, 3, "dave"),
+        ("rollback", 1, 2, "dave"),
+    ]
     assert all(e["at"].endswith("Z") for e in reg.events("espcn", 4))
     by = {r.version: r.promoted_by for r in reg.versions("espcn", 4)}
     assert by == {1: "dave", 2: "dave", 3: "dave"}
@@ -205,6 +217,7 @@ def test_concurrent_registrations_get_distinct_versions(reg, tmp_path):
 
 # -- Redis-kept activations ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def redis_db():
     db = ClaimedDB()
@@ -233,7 +246,10 @@ def test_redis_and_file_pointers_agree_and_redis_reseeds_from_the_files(redis_db
         heard.append(json.loads(msg["data"]))
     pubsub.close()
     assert [(m["series"], m["action"], m["version"], m["by"]) for m in heard] == [
-        ("espcn_x4", "promote", 2, "a"), ("espcn_x4", "promote", 3, "a"), ("espcn_x4", "rollback", 2, "b")]
+        ("espcn_x4", "promote", 2, "a"),
+        ("espcn_x4", "promote", 3, "a"),
+        ("espcn_x4", "rollback", 2, "b"),
+    ]
     r = redis_db.client
     assert [int(v) for v in r.lrange("t-reg:models:stack:espcn_x4", 0, -1)] == [1, 2]
     assert r.hget("t-reg:models:active", "espcn_x4") == b"2"
@@ -257,8 +273,10 @@ def test_redis_pointer_serialises_concurrent_promotions(redis_db, tmp_path, gate
     from worker.registry import RedisPointer
 
     root = tmp_path / "models"
-    regs = [Registry(root, pointer=RedisPointer(redis_db.client, "t-conc", FilePointer(root)), gate_dir=gate)
-            for _ in range(2)]
+    regs = [
+        Registry(root, pointer=RedisPointer(redis_db.client, "t-conc", FilePointer(root)), gate_dir=gate)
+        for _ in range(2)
+    ]
     for i in range(2):
         regs[0].register("espcn", K.variant(tmp_path / f"v{i}", seed=20 + i))
     errors = []
@@ -282,4 +300,4 @@ def test_redis_pointer_serialises_concurrent_promotions(redis_db, tmp_path, gate
     changes = [e for e in regs[0].events("espcn", 4) if e["action"] == "promote"]
     # every logged change is one push: the stack holds the default plus one entry per logged promotion
     assert len(stack) == 1 + len(changes) and stack == FilePointer(root).stack("espcn_x4")
-    assert all(a != b for a, b in zip(stack, stack[1:]))  # never the same version pushed twice in a row
+    assert all(a != b for a, b in itertools.pairwise(stack))  # never the same version pushed twice in a row

@@ -41,18 +41,34 @@ def svc(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("regapi")
     db = ClaimedDB()
     name = f"reg{uuid.uuid4().hex[:6]}"
-    env = service_env(db.url, name, admin_key=KEY, models_dir=tmp / "models", gate_dir=K.gate_folder(tmp / "gate"),
-                      worker_model_poll_s=30)  # promotions must arrive over pub/sub, not the poll
+    env = service_env(
+        db.url,
+        name,
+        admin_key=KEY,
+        models_dir=tmp / "models",
+        gate_dir=K.gate_folder(tmp / "gate"),
+        worker_model_poll_s=30,
+    )  # promotions must arrive over pub/sub, not the poll
     worker = start_worker(env, tmp, ["espcn", "bicubic"])
     gateway, url = start_gateway(env, tmp)
     # the same service without an admin key
     open_gw, open_url = start_gateway({**env, "SRGAN_ADMIN_KEY": ""}, tmp)
     try:
         wait_ready(url)
-        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as admin, \
-                httpx.Client(base_url=url, timeout=60) as anon:
-            yield {"url": url, "open_url": open_url, "admin": admin, "anon": anon, "env": env, "tmp": tmp,
-                   "db": db, "worker": worker}
+        with (
+            httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as admin,
+            httpx.Client(base_url=url, timeout=60) as anon,
+        ):
+            yield {
+                "url": url,
+                "open_url": open_url,
+                "admin": admin,
+                "anon": anon,
+                "env": env,
+                "tmp": tmp,
+                "db": db,
+                "worker": worker,
+            }
     finally:
         for s in (open_gw, gateway, worker):
             s.stop()
@@ -62,17 +78,28 @@ def svc(tmp_path_factory):
 def upload(client: httpx.Client, path: Path, name: str = "espcn", card: bytes | None = None, **fields):
     card = card if card is not None else path.with_suffix(".json").read_bytes()
     data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
-    return client.post(f"/v1/models/{name}/versions", data=data,
-                       files={"weights": (path.name, path.read_bytes(), "application/octet-stream"),
-                              "card": ("card.json", card, "application/json")})
+    return client.post(
+        f"/v1/models/{name}/versions",
+        data=data,
+        files={
+            "weights": (path.name, path.read_bytes(), "application/octet-stream"),
+            "card": ("card.json", card, "application/json"),
+        },
+    )
 
 
-ADMIN_CALLS = [("GET", "/v1/models/espcn/versions", None), ("GET", "/v1/models/espcn_x4/versions/1", None),
-               ("GET", "/v1/models/nosuchmodel/versions", None), ("POST", "/v1/models/espcn/promote", {"version": 1}),
-               ("POST", "/v1/models/espcn/rollback", {}), ("POST", "/v1/models/nosuchmodel/promote", {"version": 1}),
-               ("GET", "/v1/training-runs", None), ("GET", "/v1/training-runs/nosuchrun", None),
-               ("POST", "/v1/training-runs", {"stage": "espcn", "data": ["/nowhere"]}),
-               ("DELETE", "/v1/training-runs/nosuchrun", None)]
+ADMIN_CALLS = [
+    ("GET", "/v1/models/espcn/versions", None),
+    ("GET", "/v1/models/espcn_x4/versions/1", None),
+    ("GET", "/v1/models/nosuchmodel/versions", None),
+    ("POST", "/v1/models/espcn/promote", {"version": 1}),
+    ("POST", "/v1/models/espcn/rollback", {}),
+    ("POST", "/v1/models/nosuchmodel/promote", {"version": 1}),
+    ("GET", "/v1/training-runs", None),
+    ("GET", "/v1/training-runs/nosuchrun", None),
+    ("POST", "/v1/training-runs", {"stage": "espcn", "data": ["/nowhere"]}),
+    ("DELETE", "/v1/training-runs/nosuchrun", None),
+]
 
 
 def test_without_an_admin_key_configured_the_admin_routes_answer_403(svc):
@@ -90,8 +117,13 @@ def test_without_an_admin_key_configured_the_admin_routes_answer_403(svc):
 def test_a_missing_or_wrong_key_is_401_never_404_or_2xx(svc):
     c = svc["anon"]
     for method, path, body in ADMIN_CALLS:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY},
-                        {"Authorization": f"Basic {KEY}"}, {"Authorization": f"Bearer {KEY}x"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": KEY},
+            {"Authorization": f"Basic {KEY}"},
+            {"Authorization": f"Bearer {KEY}x"},
+        ):
             r = c.request(method, path, json=body, headers=headers)
             assert_error(r, 401, "unauthorized")
             assert r.headers["www-authenticate"].startswith("Bearer")
@@ -106,14 +138,20 @@ def test_upload_list_promote_rollback(svc):
     listing = admin.get("/v1/models/espcn/versions").json()
     assert (listing["name"], listing["scale"], listing["active"], listing["history"]) == ("espcn", 4, 1, [1])
     assert [(v["version"], v["source"], v["sha256"], v["active"]) for v in listing["versions"]] == [
-        (1, "shipped", SHIPPED_SHA, True)]
+        (1, "shipped", SHIPPED_SHA, True)
+    ]
 
     good = K.variant(tmp / "good", seed=1)
     r = upload(admin, good, by="alice", notes="hello")
     assert r.status_code == 201, r.text
     v2 = r.json()
     assert (v2["version"], v2["source"], v2["registered_by"], v2["notes"], v2["active"]) == (
-        2, "uploaded", "alice", "hello", False)
+        2,
+        "uploaded",
+        "alice",
+        "hello",
+        False,
+    )
     assert r.headers["location"] == "/v1/models/espcn_x4/versions/2"
     assert v2["metrics"]["gate"]["passed"] and v2["metrics"]["gate"]["baseline"] == "version 1"
     assert admin.get(r.headers["location"]).json()["sha256"] == v2["sha256"]
@@ -163,8 +201,7 @@ def test_upload_list_promote_rollback(svc):
     assert_error(admin.post("/v1/models/espcn/promote", json={"version": "two"}), 422, "invalid_request")
     assert_error(admin.post("/v1/models/espcn/promote", json={}), 422, "invalid_request")
     assert_error(admin.post("/v1/models/bicubic/promote", json={"version": 1}), 422, "weightless_model")
-    assert_error(admin.post("/v1/models/espcn/promote", json={"version": 1}, params={"scale": 5}), 404,
-                 "unknown_model")
+    assert_error(admin.post("/v1/models/espcn/promote", json={"version": 1}, params={"scale": 5}), 404, "unknown_model")
     assert_error(admin.get("/v1/models/espcn/versions/9"), 404, "unknown_version")
 
     # roll back: version 1 again, in the worker too; then nothing left to roll back
@@ -182,8 +219,11 @@ def test_upload_list_promote_rollback(svc):
     # pinned to a version the worker does not serve as active
     job = run(svc, f"espcn@{v2['sha256'][:8]}")
     assert (job["model_version"], job["model_sha256"]) == (2, v2["sha256"])
-    assert_error(svc["anon"].post("/v1/upscale", files={"file": ("a.png", png(photo(size=(8, 8))))},
-                                  data={"model": "espcn@7"}), 422, "unknown_model_version")
+    assert_error(
+        svc["anon"].post("/v1/upscale", files={"file": ("a.png", png(photo(size=(8, 8))))}, data={"model": "espcn@7"}),
+        422,
+        "unknown_model_version",
+    )
 
 
 def run(svc, model: str) -> dict:
@@ -195,8 +235,9 @@ def run(svc, model: str) -> dict:
     return job
 
 
-def srgan(svc, *args: str, key: str | None = KEY, local: bool = False, url: str | None = None
-          ) -> subprocess.CompletedProcess:
+def srgan(
+    svc, *args: str, key: str | None = KEY, local: bool = False, url: str | None = None
+) -> subprocess.CompletedProcess:
     env = dict(svc["env"])
     env.pop("SRGAN_ADMIN_KEY", None)
     cmd = [PY, "-m", "app.cli", "models", *args]
@@ -219,8 +260,9 @@ def test_srgan_models_cli(svc):
     assert p.returncode == 0, p.stderr
     assert f"registered version {n}" in p.stdout and "passed" in p.stdout and "active" in p.stdout
     p = srgan(svc, "list")
-    assert p.returncode == 0 and any(line.split()[:4] == ["espcn", "x4", "active", str(n)]
-                                     for line in p.stdout.splitlines()), p.stdout
+    assert p.returncode == 0 and any(
+        line.split()[:4] == ["espcn", "x4", "active", str(n)] for line in p.stdout.splitlines()
+    ), p.stdout
     p = srgan(svc, "list", "espcn")
     assert p.returncode == 0 and f"active version {n}" in p.stdout and "dora" in p.stdout
     wait_for(lambda: run(svc, "espcn")["model_version"] == n, 10, "the worker to serve the upload")
@@ -235,8 +277,9 @@ def test_srgan_models_cli(svc):
     # --local: the models directory and Redis of this machine, as the gateway's host would use
     p = srgan(svc, "rollback", "espcn", "--by", "eve", local=True)
     assert p.returncode == 0, p.stderr
-    assert wait_for(lambda: run(svc, "espcn")["model_version"] == before["active"], 10,
-                    "the worker to hear a --local rollback")
+    assert wait_for(
+        lambda: run(svc, "espcn")["model_version"] == before["active"], 10, "the worker to hear a --local rollback"
+    )
     p = srgan(svc, "list", "espcn", "--json", local=True)
     assert p.returncode == 0 and json.loads(p.stdout)["active"] == before["active"]
     versions = svc["admin"].get("/v1/models/espcn/versions").json()

@@ -22,11 +22,17 @@ def test_up_serves_and_stops_cleanly(sig, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRGAN_")}  # no SRGAN_REDIS_URL: embedded
     env.update(SRGAN_WORKER_METRICS_PORT="0", SRGAN_HEARTBEAT_INTERVAL_S="0.3", OMP_NUM_THREADS="2")
-    log = open(tmp_path / "up.log", "wb")
-    up = subprocess.Popen([sys.executable, "-m", "app.cli", "up", "--port", str(port), "--model", "bicubic"],
-                          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "up", "--port", str(port), "--model", "bicubic"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def ready() -> bool:
             assert up.poll() is None, (tmp_path / "up.log").read_text()
             try:
@@ -35,8 +41,9 @@ def test_up_serves_and_stops_cleanly(sig, tmp_path):
                 return False
 
         wait_for(ready, 90, "srgan up to be ready", interval=0.2)
-        r = httpx.post(f"{url}/v1/upscale", files={"file": ("a.png", png(photo(size=(10, 12))))},
-                       data={"model": "bicubic"})
+        r = httpx.post(
+            f"{url}/v1/upscale", files={"file": ("a.png", png(photo(size=(10, 12))))}, data={"model": "bicubic"}
+        )
         assert r.status_code == 202
         assert httpx.get(f"{url}{r.json()['links']['result']}", params={"wait": 30}).status_code == 200
         children = child_pids(up.pid)

@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +13,7 @@ from training.config import RECIPES_DIR, STAGES, TrainConfig, load_config
 from training.losses import VGGWeightsMissing, hed_weights_path, load_vgg
 from training.trainer import Trainer, train
 
-TINY = dict(steps=4, batch_size=2, crop=32, workers=0, progress=False, log_every=2, val_every=2, ckpt_every=2,
-            lr=1e-3)
+TINY = dict(steps=4, batch_size=2, crop=32, workers=0, progress=False, log_every=2, val_every=2, ckpt_every=2, lr=1e-3)
 SRRESNET = str(SHIPPED_WEIGHTS_DIR / "srresnet_x4.safetensors")
 
 
@@ -64,18 +62,27 @@ def test_generator_and_discriminator_steps_touch_only_their_own_weights(photo_fo
     g0 = [p.detach().clone() for p in trainer.g.parameters()]
     d0 = [p.detach().clone() for p in trainer.d.parameters()]
     _, sr = trainer.generator_step(hr, lr)
-    assert any(not torch.equal(a, b) for a, b in zip(g0, trainer.g.parameters()))
-    assert all(torch.equal(a, b) for a, b in zip(d0, trainer.d.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(g0, trainer.g.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(d0, trainer.d.parameters(), strict=True))
     g1 = [p.detach().clone() for p in trainer.g.parameters()]
     trainer.discriminator_step(hr, sr)
-    assert all(torch.equal(a, b) for a, b in zip(g1, trainer.g.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(d0, trainer.d.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(g1, trainer.g.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, trainer.d.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("stage", ["espcn", "srgan"])
 def test_resume_gives_the_same_weights_as_a_straight_run(stage, photo_folder, tmp_path):
-    cfg = tiny(stage, photo_folder, tmp_path / "run", steps=6, ckpt_every=3, lr_schedule="cosine", ema=0.9,
-               val=[], keep_checkpoints=5)
+    cfg = tiny(
+        stage,
+        photo_folder,
+        tmp_path / "run",
+        steps=6,
+        ckpt_every=3,
+        lr_schedule="cosine",
+        ema=0.9,
+        val=[],
+        keep_checkpoints=5,
+    )
     straight = load_file(str(train(cfg)))
     # Interrupt after step 3: drop what came later, as if the process had died there, and resume.
     run = tmp_path / "run"
@@ -89,9 +96,33 @@ def test_resume_gives_the_same_weights_as_a_straight_run(stage, photo_folder, tm
 
 def test_distributed_data_parallel_on_cpu(photo_folder, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "app.cli", "train", "espcn", "--data", str(photo_folder), "--steps", "4", "--batch-size", "2",
-           "--crop", "32", "--workers", "0", "--out", str(out), "--no-progress", "--set", "ckpt_every=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "app.cli",
+        "train",
+        "espcn",
+        "--data",
+        str(photo_folder),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "ckpt_every=2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,8 +137,18 @@ def test_missing_vgg_weights_stop_the_srgan_stage_at_once(photo_folder, tmp_path
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     from app.cli import main
 
-    rc = main(["train", "srgan", "--data", str(tmp_path / "does-not-exist-yet"), "--init", SRRESNET,
-               "--out", str(tmp_path / "out")])
+    rc = main(
+        [
+            "train",
+            "srgan",
+            "--data",
+            str(tmp_path / "does-not-exist-yet"),
+            "--init",
+            SRRESNET,
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "out").exists()
     with pytest.raises(VGGWeightsMissing) as e:
         load_vgg("")
@@ -153,8 +194,9 @@ def test_a_stopped_run_saves_a_checkpoint_and_resumes(photo_folder, tmp_path):
     events = []
     cfg = tiny("espcn", photo_folder, tmp_path / "run", steps=6, ckpt_every=100, val=[])
     with pytest.raises(TrainingStopped, match="step 2"):
-        train(cfg, on_event=lambda kind, data: events.append((kind, data["step"])),
-              should_stop=lambda: len(events) >= 1)
+        train(
+            cfg, on_event=lambda kind, data: events.append((kind, data["step"])), should_stop=lambda: len(events) >= 1
+        )
     assert events == [("log", 2)]
     assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").exists()
     path = train(cfg, resume=True, on_event=lambda kind, data: events.append((kind, data["step"])))

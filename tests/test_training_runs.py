@@ -31,8 +31,18 @@ from servicekit import (  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 KEY = "k-" + uuid.uuid4().hex
 # a few steps on small crops, logged and validated often; no data-loader processes
-TINY = {"batch_size": 4, "crop": 48, "log_every": 1, "val_every": 2, "ckpt_every": 2, "workers": 0,
-        "lr_schedule": "constant", "warmup_steps": 0, "ema": 0.0, "val_max_images": 2}
+TINY = {
+    "batch_size": 4,
+    "crop": 48,
+    "log_every": 1,
+    "val_every": 2,
+    "ckpt_every": 2,
+    "workers": 0,
+    "lr_schedule": "constant",
+    "warmup_steps": 0,
+    "ema": 0.0,
+    "val_max_images": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +53,21 @@ def svc(tmp_path_factory):
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         Image.fromarray(photo(name, size=(96, 96), top=50, left=50)).save(data / f"{name}.png")
     db = ClaimedDB()
-    env = service_env(db.url, f"tr{uuid.uuid4().hex[:6]}", admin_key=KEY, models_dir=tmp / "models",
-                      gate_dir=K.gate_folder(tmp / "gate"), training_runs_dir=tmp / "runs")
+    env = service_env(
+        db.url,
+        f"tr{uuid.uuid4().hex[:6]}",
+        admin_key=KEY,
+        models_dir=tmp / "models",
+        gate_dir=K.gate_folder(tmp / "gate"),
+        training_runs_dir=tmp / "runs",
+    )
     trainer = Service(["worker", "--queue", "training"], env, tmp, "trainer")
     worker = start_worker(env, tmp, ["espcn"])
     gateway, url = start_gateway(env, tmp)
     try:
         wait_ready(url)
         with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as admin:
-            yield {"admin": admin, "data": str(data), "trainer": trainer, "tmp": tmp, "url": url,
-                   "env": env}
+            yield {"admin": admin, "data": str(data), "trainer": trainer, "tmp": tmp, "url": url, "env": env}
     finally:
         gateway.stop()
         worker.stop()
@@ -90,15 +105,21 @@ def served_version(svc) -> int:
 
 def test_requests_are_checked_before_they_are_queued(svc):
     admin, data = svc["admin"], svc["data"]
-    for body in ({"stage": "espcn", "model": "srcnn", "data": [data]},  # the stage trains another architecture
-                 {"stage": "espcn", "model": "bicubic", "data": [data]},
-                 {"stage": "espcn", "data": [data], "overrides": {"out": "/tmp/elsewhere"}},
-                 {"stage": "espcn", "data": [data], "overrides": {"no_such_field": 1}},
-                 {"stage": "espcn", "data": [data], "recipe": "no_such_recipe"},
-                 {"stage": "espcn", "data": [data], "scale": 3, "model": "srgan"}):
+    for body in (
+        {"stage": "espcn", "model": "srcnn", "data": [data]},  # the stage trains another architecture
+        {"stage": "espcn", "model": "bicubic", "data": [data]},
+        {"stage": "espcn", "data": [data], "overrides": {"out": "/tmp/elsewhere"}},
+        {"stage": "espcn", "data": [data], "overrides": {"no_such_field": 1}},
+        {"stage": "espcn", "data": [data], "recipe": "no_such_recipe"},
+        {"stage": "espcn", "data": [data], "scale": 3, "model": "srgan"},
+    ):
         assert_error(admin.post("/v1/training-runs", json=body), 422, "invalid_training_run")
-    for body in ({"stage": "nope", "data": [data]}, {"stage": "espcn", "data": []}, {"stage": "espcn"},
-                 {"stage": "espcn", "data": [data], "steps": 0}):
+    for body in (
+        {"stage": "nope", "data": [data]},
+        {"stage": "espcn", "data": []},
+        {"stage": "espcn"},
+        {"stage": "espcn", "data": [data], "steps": 0},
+    ):
         assert_error(admin.post("/v1/training-runs", json=body), 422, "invalid_request")
     assert_error(admin.get("/v1/training-runs/nosuchrun"), 404, "run_not_found")
     assert_error(admin.delete("/v1/training-runs/nosuchrun"), 404, "run_not_found")
@@ -109,8 +130,16 @@ def test_a_run_registers_a_version_and_auto_promotes_through_the_gate(svc):
     admin = svc["admin"]
     assert active(svc) == 1
     # fine-tune the active version with a tiny learning rate: it stays as good, passes the gate, is promoted
-    run = first = start(admin, stage="espcn", data=[svc["data"]], steps=4, init="active", auto_promote=True,
-                        by="tester", overrides={**TINY, "lr": 1e-7})
+    run = first = start(
+        admin,
+        stage="espcn",
+        data=[svc["data"]],
+        steps=4,
+        init="active",
+        auto_promote=True,
+        by="tester",
+        overrides={**TINY, "lr": 1e-7},
+    )
     done = wait_run(svc, run["id"], lambda r: r["status"] == "finished")
     res = done["result"]
     assert res["version"] == 2 and res["promoted"] and res["gate"]["passed"] and res["promote_reason"] is None
@@ -122,14 +151,20 @@ def test_a_run_registers_a_version_and_auto_promotes_through_the_gate(svc):
     versions = admin.get("/v1/models/espcn/versions").json()
     v2 = versions["versions"][1]
     assert (versions["active"], versions["history"]) == (2, [1, 2])
-    assert (v2["source"], v2["run"], v2["sha256"], v2["promoted_by"]) == ("trained", run["id"], res["sha256"],
-                                                                         "tester")
+    assert (v2["source"], v2["run"], v2["sha256"], v2["promoted_by"]) == ("trained", run["id"], res["sha256"], "tester")
     # the serving worker switched to it without a restart
     wait_for(lambda: served_version(svc) == 2, 10, "the worker to serve the trained version")
 
     # from scratch, 3 steps: far below the gate; registered all the same, not promoted
-    run = start(admin, stage="espcn", data=[svc["data"]], steps=3, init="scratch", auto_promote=True,
-                overrides={**TINY, "lr": 1e-3})
+    run = start(
+        admin,
+        stage="espcn",
+        data=[svc["data"]],
+        steps=3,
+        init="scratch",
+        auto_promote=True,
+        overrides={**TINY, "lr": 1e-3},
+    )
     done = wait_run(svc, run["id"], lambda r: r["status"] == "finished")
     res = done["result"]
     assert res["version"] == 3 and not res["promoted"] and not res["gate"]["passed"]
@@ -142,8 +177,13 @@ def test_a_run_registers_a_version_and_auto_promotes_through_the_gate(svc):
 def test_cancel_a_queued_and_a_running_run(svc):
     admin = svc["admin"]
     before = [v["version"] for v in admin.get("/v1/models/espcn/versions").json()["versions"]]
-    long = start(admin, stage="espcn", data=[svc["data"]], steps=100_000, overrides={**TINY, "val_every": 1000,
-                                                                                    "ckpt_every": 1000})
+    long = start(
+        admin,
+        stage="espcn",
+        data=[svc["data"]],
+        steps=100_000,
+        overrides={**TINY, "val_every": 1000, "ckpt_every": 1000},
+    )
     queued = start(admin, stage="espcn", data=[svc["data"]], steps=2, overrides=TINY)
     # the training worker takes one run at a time: the second waits, and is canceled at once
     running = wait_run(svc, long["id"], lambda r: r["status"] == "started" and r["step"] >= 2)
@@ -172,8 +212,14 @@ def test_sigterm_puts_a_run_back_and_the_next_training_worker_resumes_it(svc):
 
     admin = svc["admin"]
     # enough steps that the run is still going when the signal lands, also on a quiet machine
-    run = start(admin, stage="espcn", data=[svc["data"]], steps=400, init="active",
-                overrides={**TINY, "lr": 1e-7, "val_every": 1000, "ckpt_every": 1000})
+    run = start(
+        admin,
+        stage="espcn",
+        data=[svc["data"]],
+        steps=400,
+        init="active",
+        overrides={**TINY, "lr": 1e-7, "val_every": 1000, "ckpt_every": 1000},
+    )
     running = wait_run(svc, run["id"], lambda r: r["status"] == "started" and r["step"] >= 3)
     svc["trainer"].signal(signal.SIGTERM)
     wait_for(lambda: svc["trainer"].proc.poll() is not None, 30, "the training worker to stop")

@@ -10,11 +10,20 @@ from tests.servicekit import ClaimedDB, photo, png, service_env, start_gateway, 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make test installs it)")
-pytestmark = [pytest.mark.timeout(180),
-              pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it)")]
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it)"),
+]
 # What the workplace's probe found Chromium needs on a closed network, as root.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +62,9 @@ def test_upload_progress_and_result(page, tmp_path):
     assert "cat.png" in page.inner_text("#filename")
     page.click("#submit")
     page.wait_for_function("document.getElementById('result').naturalWidth > 0", timeout=60_000)
-    size = page.evaluate("[document.getElementById('result').naturalWidth, document.getElementById('result').naturalHeight]")
+    size = page.evaluate(
+        "[document.getElementById('result').naturalWidth, document.getElementById('result').naturalHeight]"
+    )
     assert size == [240, 160]
     assert page.inner_text("#error") == ""
     assert page.get_attribute("#download", "download") == "cat_x4.png"

@@ -46,8 +46,11 @@ def test_card_that_lies_about_the_architecture(tmp_path):
 
 def test_shape_mismatch_names_the_tensor(tmp_path):
     net = SRResNet(scale=4, num_blocks=2)
-    save_weights(net, tmp_path / "small", ModelCard(name="x", arch="srresnet", scale=4,
-                                                   arch_params={"scale": 4, "num_blocks": 2}))
+    save_weights(
+        net,
+        tmp_path / "small",
+        ModelCard(name="x", arch="srresnet", scale=4, arch_params={"scale": 4, "num_blocks": 2}),
+    )
     card = json.loads((tmp_path / "small.json").read_text())
     card["arch_params"]["num_feat"] = 32
     (tmp_path / "small.json").write_text(json.dumps(card))
@@ -59,8 +62,9 @@ def test_missing_tensors_are_named(tmp_path):
     net = ESPCN(scale=4)
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("conv3")}
     save_file(state, str(tmp_path / "partial.safetensors"))
-    (tmp_path / "partial.json").write_text(json.dumps({"name": "espcn", "arch": "espcn", "scale": 4,
-                                                        "arch_params": {"scale": 4}}))
+    (tmp_path / "partial.json").write_text(
+        json.dumps({"name": "espcn", "arch": "espcn", "scale": 4, "arch_params": {"scale": 4}})
+    )
     with pytest.raises(WeightsError, match="missing conv3.bias, conv3.weight"):
         load_weights(tmp_path / "partial.safetensors")
 
@@ -69,8 +73,9 @@ def test_wrapper_prefixes_are_stripped(tmp_path):
     net = ESPCN(scale=4)
     state = {f"module._orig_mod.{k}": v for k, v in net.state_dict().items()}
     save_file(state, str(tmp_path / "wrapped.safetensors"))
-    (tmp_path / "wrapped.json").write_text(json.dumps({"name": "espcn", "arch": "espcn", "scale": 4,
-                                                        "arch_params": {"scale": 4}}))
+    (tmp_path / "wrapped.json").write_text(
+        json.dumps({"name": "espcn", "arch": "espcn", "scale": 4, "arch_params": {"scale": 4}})
+    )
     loaded, _ = load_weights(tmp_path / "wrapped.safetensors")
     assert torch.equal(loaded.conv1.weight, net.conv1.weight)
 

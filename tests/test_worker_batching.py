@@ -23,8 +23,15 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def env():
     r = PrivateRedis()
-    s = Settings(redis_url=r.url, queue="batch", key_prefix="batch", worker_models=["bicubic"],
-                 worker_metrics_port=0, worker_batch_jobs=8, heartbeat_interval_s=0.2)
+    s = Settings(
+        redis_url=r.url,
+        queue="batch",
+        key_prefix="batch",
+        worker_models=["bicubic"],
+        worker_metrics_port=0,
+        worker_batch_jobs=8,
+        heartbeat_interval_s=0.2,
+    )
     conn = r.client
     yield s, conn, J.open_queue(s, conn), make_storage(s, conn)
     r.stop()
@@ -34,9 +41,21 @@ def enqueue(s, q, storage, data: bytes, model: str) -> str:
     from model.imageio import probe
 
     info = probe(data)
-    meta = {"model": model, "scale": 4, "version_pin": None, "format": "png", "quality": 90,
-            "input": {"format": info.format, "width": info.width, "height": info.height, "mode": info.mode,
-                      "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    meta = {
+        "model": model,
+        "scale": 4,
+        "version_pin": None,
+        "format": "png",
+        "quality": 90,
+        "input": {
+            "format": info.format,
+            "width": info.width,
+            "height": info.height,
+            "mode": info.mode,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    }
     job, _ = J.enqueue(q, storage, s, job_id=J.new_job_id(), data=data, meta=meta)
     return job.id
 

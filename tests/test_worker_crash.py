@@ -82,8 +82,10 @@ def test_sigkill_mid_job_then_a_new_worker_finishes_everything(redis_server, tmp
         assert jobs[victims[0]]["attempts"] == 2
         assert all(j["attempts"] in (1, 2) for j in jobs.values())
         i = ids.index(victims[0])
-        diff = np.abs(decode_png(c.get(f"/v1/jobs/{victims[0]}/result").content).astype(int)
-                      - direct_upscale(images[i], "espcn", tile=24).astype(int))
+        diff = np.abs(
+            decode_png(c.get(f"/v1/jobs/{victims[0]}/result").content).astype(int)
+            - direct_upscale(images[i], "espcn", tile=24).astype(int)
+        )
         assert diff.max() <= 2 and diff.mean() < 0.1
 
         # rq's view agrees: nothing failed, nothing stuck in started, the dead worker is gone.
@@ -95,8 +97,10 @@ def test_sigkill_mid_job_then_a_new_worker_finishes_everything(redis_server, tmp
         assert StartedJobRegistry(queue=q).count == 0
         names = {w.name for w in Worker.all(connection=redis_server.client)}
         assert len(names) == 1 and not any(str(w1.pid) in n.split(".") for n in names), names
-        print(f"\nSIGKILL test: {len(ids)} jobs, killed job {victims[0]} finished {requeued_after:.1f} s after "
-              f"the kill (worker_dead_after_s=2), all finished after {recovered_after:.1f} s; 0 lost, 0 failed")
+        print(
+            f"\nSIGKILL test: {len(ids)} jobs, killed job {victims[0]} finished {requeued_after:.1f} s after "
+            f"the kill (worker_dead_after_s=2), all finished after {recovered_after:.1f} s; 0 lost, 0 failed"
+        )
         c.close()
     finally:
         for w in (w1, w2):
@@ -113,10 +117,13 @@ def test_sigterm_finishes_the_batch_in_flight_and_gives_back_the_rest(redis_serv
     try:
         wait_ready(url)
         c = httpx.Client(base_url=url, timeout=60)
-        ids = [submit(c, png(photo("coffee", size=(192, 192), top=50 + 30 * i, left=200)), "espcn")
-               for i in range(3)]
-        wait_for(lambda: c.get(f"/v1/jobs/{ids[0]}").json()["status"] == "started", 60, "the first job to start",
-                 interval=0.02)
+        ids = [submit(c, png(photo("coffee", size=(192, 192), top=50 + 30 * i, left=200)), "espcn") for i in range(3)]
+        wait_for(
+            lambda: c.get(f"/v1/jobs/{ids[0]}").json()["status"] == "started",
+            60,
+            "the first job to start",
+            interval=0.02,
+        )
         w1.signal(signal.SIGTERM)
         assert w1.proc.wait(60) == 0, w1.output()[-2000:]
         first = c.get(f"/v1/jobs/{ids[0]}").json()
@@ -148,9 +155,21 @@ def test_a_job_that_keeps_killing_workers_fails_with_worker_died(redis_server):
     conn = redis_server.client
     q, storage, keys = J.open_queue(s, conn), make_storage(s, conn), J.Keys.from_settings(s)
     data = png(photo(size=(8, 8)))
-    meta = {"model": "bicubic", "scale": 4, "version_pin": None, "format": "png", "quality": 90,
-            "input": {"format": "PNG", "width": 8, "height": 8, "mode": "RGB", "bytes": len(data),
-                      "sha256": hashlib.sha256(data).hexdigest()}}
+    meta = {
+        "model": "bicubic",
+        "scale": 4,
+        "version_pin": None,
+        "format": "png",
+        "quality": 90,
+        "input": {
+            "format": "PNG",
+            "width": 8,
+            "height": 8,
+            "mode": "RGB",
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+    }
     fresh, _ = J.enqueue(q, storage, s, job_id=J.new_job_id(), data=data, meta=meta)
     doomed, _ = J.enqueue(q, storage, s, job_id=J.new_job_id(), data=data, meta=meta)
     # A worker "ghost" claimed both and started them, then died without a word.

@@ -59,7 +59,7 @@ class RandomCrops(Dataset):
         self._images: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:  # samples are addressed by number; the sampler decides how many
-        return 2 ** 62
+        return 2**62
 
     def _image(self, i: int) -> np.ndarray:
         img = self._images.get(i)
@@ -75,7 +75,7 @@ class RandomCrops(Dataset):
         img = self._image(int(rng.integers(len(self.paths))))
         h, w = img.shape[:2]
         y, x = int(rng.integers(h - self.crop + 1)), int(rng.integers(w - self.crop + 1))
-        patch = img[y:y + self.crop, x:x + self.crop]
+        patch = img[y : y + self.crop, x : x + self.crop]
         if rng.integers(2):
             patch = patch[:, ::-1]
         patch = np.rot90(patch, int(rng.integers(4)))
@@ -98,8 +98,16 @@ class StepSampler(Sampler[int]):
 
 
 def make_loader(dataset: RandomCrops, sampler: StepSampler, workers: int, pin: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=sampler.batch, sampler=sampler, num_workers=workers, pin_memory=pin,
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None, drop_last=True)
+    return DataLoader(
+        dataset,
+        batch_size=sampler.batch,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        drop_last=True,
+    )
 
 
 def degrade(hr_u8: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,8 +15,9 @@ from model.weights import ModelCard, WeightsError, load_weights, save_weights
 __all__ = ["interpolate"]
 
 
-def interpolate(adversarial: str | Path, psnr: str | Path, alpha: float, out: str | Path,
-                bench: list[str | Path] | None = None) -> ModelCard:
+def interpolate(
+    adversarial: str | Path, psnr: str | Path, alpha: float, out: str | Path, bench: list[str | Path] | None = None
+) -> ModelCard:
     """Write ``alpha * adversarial + (1 - alpha) * psnr`` to ``out`` with the adversarial card, amended.
 
     Both files must hold the same architecture; ``bench`` folders are scored into the new card.
@@ -26,8 +27,10 @@ def interpolate(adversarial: str | Path, psnr: str | Path, alpha: float, out: st
     net_a, card_a = load_weights(adversarial)
     net_p, card_p = load_weights(psnr)
     if (card_a.arch, card_a.scale, card_a.arch_params) != (card_p.arch, card_p.scale, card_p.arch_params):
-        raise WeightsError(f"cannot interpolate {card_a.arch} x{card_a.scale} {card_a.arch_params} with "
-                           f"{card_p.arch} x{card_p.scale} {card_p.arch_params}")
+        raise WeightsError(
+            f"cannot interpolate {card_a.arch} x{card_a.scale} {card_a.arch_params} with "
+            f"{card_p.arch} x{card_p.scale} {card_p.arch_params}"
+        )
     state_p = net_p.state_dict()
     with torch.no_grad():
         for name, tensor in net_a.state_dict().items():
@@ -36,12 +39,20 @@ def interpolate(adversarial: str | Path, psnr: str | Path, alpha: float, out: st
     card = ModelCard.from_dict(json.loads(card_a.to_json()))
     card.sha256 = card.created = ""
     card.metrics = {"eval": card_a.metrics.get("eval", "srgan eval")}
-    card.recipe = {**card.recipe, "interpolation": {
-        "alpha": alpha, "adversarial_sha256": card_a.sha256, "psnr_sha256": card_p.sha256,
-        "adversarial_metrics": {k: v for k, v in card_a.metrics.items() if k != "eval"},
-        "how": "alpha * adversarial + (1 - alpha) * psnr-oriented, every parameter and BN statistic"}}
-    card.notes = (f"{card_a.notes} Network interpolation: {alpha} x this SRGAN run + {1 - alpha:g} x the "
-                  f"SRResNet it started from ({card_p.sha256[:12]}).").strip()
+    card.recipe = {
+        **card.recipe,
+        "interpolation": {
+            "alpha": alpha,
+            "adversarial_sha256": card_a.sha256,
+            "psnr_sha256": card_p.sha256,
+            "adversarial_metrics": {k: v for k, v in card_a.metrics.items() if k != "eval"},
+            "how": "alpha * adversarial + (1 - alpha) * psnr-oriented, every parameter and BN statistic",
+        },
+    }
+    card.notes = (
+        f"{card_a.notes} Network interpolation: {alpha} x this SRGAN run + {1 - alpha:g} x the "
+        f"SRResNet it started from ({card_p.sha256[:12]})."
+    ).strip()
     card = save_weights(net_a, out, card)
     if bench:
         from model.evaluate import evaluate
@@ -50,7 +61,9 @@ def interpolate(adversarial: str | Path, psnr: str | Path, alpha: float, out: st
         loaded = load_model(card.name, int(card.scale), path=Path(out).with_suffix(".safetensors"))
         for folder in bench:
             r = evaluate(loaded, folder)
-            card.metrics[Path(folder).name] = {**{k: round(v, 4) for k, v in r["mean"].items()},
-                                               "images": len(r["images"])}
+            card.metrics[Path(folder).name] = {
+                **{k: round(v, 4) for k, v in r["mean"].items()},
+                "images": len(r["images"]),
+            }
         Path(out).with_suffix(".json").write_text(card.to_json())
     return card

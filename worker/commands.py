@@ -6,16 +6,20 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="run one batching worker (or, with --queue training, a training worker)",
-                       description="Run one worker: loads its models once, takes up to N queued jobs at a time "
-                                   "and batches their tiles through the engine. With --queue set to the training "
-                                   "queue (SRGAN_TRAINING_QUEUE, `training`) it is a training worker instead: it "
-                                   "runs the training runs posted to /v1/training-runs, one at a time. Settings "
-                                   "come from SRGAN_* environment variables (see app/SETTINGS.md); options here "
-                                   "override them.")
+    p = sub.add_parser(
+        "worker",
+        help="run one batching worker (or, with --queue training, a training worker)",
+        description="Run one worker: loads its models once, takes up to N queued jobs at a time "
+        "and batches their tiles through the engine. With --queue set to the training "
+        "queue (SRGAN_TRAINING_QUEUE, `training`) it is a training worker instead: it "
+        "runs the training runs posted to /v1/training-runs, one at a time. Settings "
+        "come from SRGAN_* environment variables (see app/SETTINGS.md); options here "
+        "override them.",
+    )
     p.add_argument("--queue", help="rq queue to drain (SRGAN_QUEUE); the training queue makes a training worker")
-    p.add_argument("--model", nargs="+", metavar="NAME",
-                   help="models to load at start, NAME or NAME_xSCALE (SRGAN_WORKER_MODELS)")
+    p.add_argument(
+        "--model", nargs="+", metavar="NAME", help="models to load at start, NAME or NAME_xSCALE (SRGAN_WORKER_MODELS)"
+    )
     p.add_argument("--redis-url", help="SRGAN_REDIS_URL")
     p.add_argument("--batch-jobs", type=int, help="most jobs taken at once (SRGAN_WORKER_BATCH_JOBS)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (SRGAN_WORKER_DEVICE)")
@@ -27,9 +31,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace):
     from app.config import Settings
 
-    overrides = {k: v for k, v in {"queue": args.queue, "worker_models": args.model, "redis_url": args.redis_url,
-                                   "worker_batch_jobs": args.batch_jobs, "worker_device": args.device,
-                                   "worker_metrics_port": args.metrics_port}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "queue": args.queue,
+            "worker_models": args.model,
+            "redis_url": args.redis_url,
+            "worker_batch_jobs": args.batch_jobs,
+            "worker_device": args.device,
+            "worker_metrics_port": args.metrics_port,
+        }.items()
+        if v is not None
+    }
     return Settings(**overrides)
 
 

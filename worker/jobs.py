@@ -42,9 +42,30 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-__all__ = ["JOB_FUNC", "TERMINAL", "Keys", "JobView", "IdempotencyConflict", "upscale_job", "new_job_id",
-           "open_queue", "fetch_job", "enqueue", "cancel", "publish", "requeue", "fail", "reap_dead_workers",
-           "live_workers", "parse_live_workers", "utcnow", "iso", "expiry", "parse_model", "estimated_seconds_per_job"]
+__all__ = [
+    "JOB_FUNC",
+    "TERMINAL",
+    "Keys",
+    "JobView",
+    "IdempotencyConflict",
+    "upscale_job",
+    "new_job_id",
+    "open_queue",
+    "fetch_job",
+    "enqueue",
+    "cancel",
+    "publish",
+    "requeue",
+    "fail",
+    "reap_dead_workers",
+    "live_workers",
+    "parse_live_workers",
+    "utcnow",
+    "iso",
+    "expiry",
+    "parse_model",
+    "estimated_seconds_per_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +81,14 @@ def upscale_job(**_: Any) -> None:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def iso(t: dt.datetime | None) -> str | None:
     if t is None:
         return None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
+        t = t.replace(tzinfo=dt.UTC)
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -104,7 +125,7 @@ class Keys:
         return f"{self.prefix}:idem:{self.queue}:{digest}"
 
     @classmethod
-    def from_settings(cls, settings) -> "Keys":
+    def from_settings(cls, settings) -> Keys:
         return cls(settings.key_prefix, settings.queue)
 
 
@@ -147,7 +168,7 @@ class JobView:
         return self.status in TERMINAL
 
     @classmethod
-    def from_job(cls, job: Job) -> "JobView":
+    def from_job(cls, job: Job) -> JobView:
         meta = job.meta or {}
         status = job.get_status(refresh=False)
         status = str(status.value if hasattr(status, "value") else status)
@@ -156,14 +177,26 @@ class JobView:
         elif status not in STATUSES:  # deferred, scheduled: not used by the service; show as waiting
             status = "queued"
         progress = 1.0 if status == "finished" else float(meta.get("progress") or 0.0)
-        return cls(id=job.id, status=status, model=meta.get("model", ""), scale=int(meta.get("scale") or 0),
-                   format=meta.get("format", ""), created_at=job.created_at, enqueued_at=job.enqueued_at,
-                   started_at=job.started_at if status != "queued" else None,
-                   ended_at=job.ended_at if status in TERMINAL else None, progress=progress,
-                   attempts=int(meta.get("attempts") or 0), model_version=meta.get("model_version"),
-                   model_sha256=meta.get("model_sha256"),
-                   input=meta.get("input") or {}, output=meta.get("output"), error=meta.get("error"),
-                   expires_at=meta.get("expires_at"), meta=meta)
+        return cls(
+            id=job.id,
+            status=status,
+            model=meta.get("model", ""),
+            scale=int(meta.get("scale") or 0),
+            format=meta.get("format", ""),
+            created_at=job.created_at,
+            enqueued_at=job.enqueued_at,
+            started_at=job.started_at if status != "queued" else None,
+            ended_at=job.ended_at if status in TERMINAL else None,
+            progress=progress,
+            attempts=int(meta.get("attempts") or 0),
+            model_version=meta.get("model_version"),
+            model_sha256=meta.get("model_sha256"),
+            input=meta.get("input") or {},
+            output=meta.get("output"),
+            error=meta.get("error"),
+            expires_at=meta.get("expires_at"),
+            meta=meta,
+        )
 
 
 def expiry(seconds: float, start: dt.datetime | None = None) -> str:
@@ -171,8 +204,17 @@ def expiry(seconds: float, start: dt.datetime | None = None) -> str:
     return iso((start or utcnow()) + dt.timedelta(seconds=seconds))
 
 
-def enqueue(queue: Queue, storage, settings, *, job_id: str, data: bytes, meta: dict[str, Any],
-            idempotency_key: str | None = None, admit: Callable[[], None] | None = None) -> tuple[Job, bool]:
+def enqueue(
+    queue: Queue,
+    storage,
+    settings,
+    *,
+    job_id: str,
+    data: bytes,
+    meta: dict[str, Any],
+    idempotency_key: str | None = None,
+    admit: Callable[[], None] | None = None,
+) -> tuple[Job, bool]:
     """Store the upload and enqueue its job in one round trip (Redis storage: atomically).
 
     With an ``idempotency_key`` that was seen before (within ``input_ttl_s``) the earlier job is returned
@@ -206,9 +248,16 @@ def enqueue(queue: Queue, storage, settings, *, job_id: str, data: bytes, meta: 
                 conn.delete(keys.idempotency(idempotency_key))
             raise
     meta = {**meta, "attempts": 0, "progress": 0.0, "expires_at": expiry(settings.input_ttl_s)}
-    job = queue.create_job(JOB_FUNC, job_id=job_id, meta=meta, ttl=settings.input_ttl_s,
-                           result_ttl=settings.result_ttl_s, failure_ttl=settings.result_ttl_s,
-                           timeout=-1, description=f"upscale {meta['model']} x{meta['scale']}")
+    job = queue.create_job(
+        JOB_FUNC,
+        job_id=job_id,
+        meta=meta,
+        ttl=settings.input_ttl_s,
+        result_ttl=settings.result_ttl_s,
+        failure_ttl=settings.result_ttl_s,
+        timeout=-1,
+        description=f"upscale {meta['model']} x{meta['scale']}",
+    )
     with conn.pipeline() as pipe:
         pipe.multi()  # rq's enqueue wants the transaction open before any command is queued
         storage.put("input", job_id, data, settings.input_ttl_s, pipeline=pipe)
@@ -328,9 +377,14 @@ def reap_dead_workers(queue: Queue, storage, settings, keys: Keys | None = None)
             with conn.pipeline() as pipe:
                 attempts = int(job.meta.get("attempts") or 0)
                 if status == JobStatus.STARTED and attempts >= settings.max_attempts:
-                    fail(job, queue, pipe, "worker_died",
-                         f"the worker processing this job died {attempts} times (killed or out of memory); "
-                         "giving up", settings.result_ttl_s)
+                    fail(
+                        job,
+                        queue,
+                        pipe,
+                        "worker_died",
+                        f"the worker processing this job died {attempts} times (killed or out of memory); giving up",
+                        settings.result_ttl_s,
+                    )
                     storage.delete("input", jid, pipeline=pipe if storage.pipelined else None)
                     publish(conn, keys, jid, "failed", pipeline=pipe)
                     out["failed"].append(jid)
@@ -340,8 +394,7 @@ def reap_dead_workers(queue: Queue, storage, settings, keys: Keys | None = None)
                 pipe.execute()
         conn.delete(grabbed)
         _unregister(conn, keys, queue, name)
-        log.warning("worker %s died: requeued %d job(s), failed %d", name, len(out["requeued"]),
-                    len(out["failed"]))
+        log.warning("worker %s died: requeued %d job(s), failed %d", name, len(out["requeued"]), len(out["failed"]))
     return out
 
 

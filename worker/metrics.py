@@ -8,10 +8,29 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["JOBS_FINISHED", "JOBS_FAILED", "JOBS_REQUEUED", "QUEUE_WAIT", "PROCESSING", "END_TO_END",
-           "BATCH_TILES", "BATCH_JOBS", "TILES", "OUTPUT_MEGAPIXELS", "INFERENCE_SECONDS", "ENCODE_SECONDS",
-           "DECODE_SECONDS", "LOADED_MODEL", "DEVICE_MEMORY", "BUSY", "MODEL_SWAPS", "MODEL_LOAD_SECONDS",
-           "ACTIVE_VERSION", "TRAINING_RUNS", "TRAINING_STEP"]
+__all__ = [
+    "JOBS_FINISHED",
+    "JOBS_FAILED",
+    "JOBS_REQUEUED",
+    "QUEUE_WAIT",
+    "PROCESSING",
+    "END_TO_END",
+    "BATCH_TILES",
+    "BATCH_JOBS",
+    "TILES",
+    "OUTPUT_MEGAPIXELS",
+    "INFERENCE_SECONDS",
+    "ENCODE_SECONDS",
+    "DECODE_SECONDS",
+    "LOADED_MODEL",
+    "DEVICE_MEMORY",
+    "BUSY",
+    "MODEL_SWAPS",
+    "MODEL_LOAD_SECONDS",
+    "ACTIVE_VERSION",
+    "TRAINING_RUNS",
+    "TRAINING_STEP",
+]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _IO_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -19,35 +38,52 @@ _IO_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 JOBS_FINISHED = Counter("srgan_worker_jobs_finished_total", "Jobs finished", ["model"])
 JOBS_FAILED = Counter("srgan_worker_jobs_failed_total", "Jobs failed, by error code", ["model", "code"])
 JOBS_REQUEUED = Counter("srgan_worker_jobs_requeued_total", "Jobs of dead workers put back on the queue")
-QUEUE_WAIT = Histogram("srgan_job_queue_wait_seconds", "Enqueued to started", ["model"],
-                       buckets=_LATENCY_BUCKETS)
-PROCESSING = Histogram("srgan_job_processing_seconds", "Started to result stored", ["model"],
-                       buckets=_LATENCY_BUCKETS)
-END_TO_END = Histogram("srgan_job_end_to_end_seconds", "Enqueued to result stored", ["model"],
-                       buckets=_LATENCY_BUCKETS)
-BATCH_TILES = Histogram("srgan_batch_tiles", "Tiles computed by one engine call (all jobs of a batch)",
-                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
-BATCH_JOBS = Histogram("srgan_batch_jobs", "Jobs taken off the queue together", buckets=(1, 2, 3, 4, 6, 8, 12,
-                                                                                       16, 24, 32))
+QUEUE_WAIT = Histogram("srgan_job_queue_wait_seconds", "Enqueued to started", ["model"], buckets=_LATENCY_BUCKETS)
+PROCESSING = Histogram("srgan_job_processing_seconds", "Started to result stored", ["model"], buckets=_LATENCY_BUCKETS)
+END_TO_END = Histogram("srgan_job_end_to_end_seconds", "Enqueued to result stored", ["model"], buckets=_LATENCY_BUCKETS)
+BATCH_TILES = Histogram(
+    "srgan_batch_tiles",
+    "Tiles computed by one engine call (all jobs of a batch)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+BATCH_JOBS = Histogram(
+    "srgan_batch_jobs", "Jobs taken off the queue together", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+)
 TILES = Counter("srgan_tiles_processed_total", "Tiles through the network", ["model"])
 OUTPUT_MEGAPIXELS = Counter("srgan_output_megapixels_total", "Output megapixels produced", ["model"])
 INFERENCE_SECONDS = Counter("srgan_inference_seconds_total", "Seconds spent in engine calls", ["model"])
 DECODE_SECONDS = Histogram("srgan_decode_seconds", "Decoding one upload", buckets=_IO_BUCKETS)
 ENCODE_SECONDS = Histogram("srgan_encode_seconds", "Encoding one result", buckets=_IO_BUCKETS)
-LOADED_MODEL = Gauge("srgan_model_loaded_info", "1 for each model served, labelled with its registry version "
-                     "(`builtin` for interpolation) and the weights' sha256", ["model", "scale", "version", "sha256",
-                                                                             "device", "precision"])
-MODEL_SWAPS = Counter("srgan_model_swaps_total", "Changes of the active version applied by this worker, by outcome: "
-                      "`loaded` (new weights loaded beside the old), `cached` (a version kept loaded), `failed` "
-                      "(kept serving the old version)", ["model", "outcome"])
-MODEL_LOAD_SECONDS = Histogram("srgan_model_load_seconds", "Loading one model version: weights, checks and the "
-                               "engine's inference form", ["model"],
-                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-ACTIVE_VERSION = Gauge("srgan_model_active_version", "Registry version this worker serves for each learned model",
-                       ["model", "scale"])
-TRAINING_RUNS = Counter("srgan_training_runs_total", "Training runs ended by this worker, by outcome "
-                        "(finished, failed, canceled, requeued)", ["outcome"])
+LOADED_MODEL = Gauge(
+    "srgan_model_loaded_info",
+    "1 for each model served, labelled with its registry version (`builtin` for interpolation) and the weights' sha256",
+    ["model", "scale", "version", "sha256", "device", "precision"],
+)
+MODEL_SWAPS = Counter(
+    "srgan_model_swaps_total",
+    "Changes of the active version applied by this worker, by outcome: "
+    "`loaded` (new weights loaded beside the old), `cached` (a version kept loaded), `failed` "
+    "(kept serving the old version)",
+    ["model", "outcome"],
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "srgan_model_load_seconds",
+    "Loading one model version: weights, checks and the engine's inference form",
+    ["model"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ACTIVE_VERSION = Gauge(
+    "srgan_model_active_version", "Registry version this worker serves for each learned model", ["model", "scale"]
+)
+TRAINING_RUNS = Counter(
+    "srgan_training_runs_total",
+    "Training runs ended by this worker, by outcome (finished, failed, canceled, requeued)",
+    ["outcome"],
+)
 TRAINING_STEP = Gauge("srgan_training_step", "Step of the training run in progress (0: none)")
-DEVICE_MEMORY = Gauge("srgan_device_memory_used_bytes", "Memory in use on the compute device (CUDA: allocated "
-                      "by torch; CPU: the worker's resident set)", ["device"])
+DEVICE_MEMORY = Gauge(
+    "srgan_device_memory_used_bytes",
+    "Memory in use on the compute device (CUDA: allocated by torch; CPU: the worker's resident set)",
+    ["device"],
+)
 BUSY = Gauge("srgan_worker_busy_jobs", "Jobs this worker is processing now")

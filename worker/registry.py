@@ -71,8 +71,12 @@ class RedisPointer:
             stack = self.mirror.stack(series)
             if stack:
                 self._write(series, stack, None)
-                log.warning("registry: Redis had no active version of %s; restored version %d from %s", series,
-                            stack[-1], self.mirror.root)
+                log.warning(
+                    "registry: Redis had no active version of %s; restored version %d from %s",
+                    series,
+                    stack[-1],
+                    self.mirror.root,
+                )
             return stack
 
     def _write(self, series: str, stack: list[int], event: dict[str, Any] | None) -> None:
@@ -84,8 +88,9 @@ class RedisPointer:
             else:
                 pipe.hdel(self.active_key, series)
             if event is not None:
-                pipe.publish(self.channel, json.dumps({**event, "series": series,
-                                                       "version": stack[-1] if stack else None}))
+                pipe.publish(
+                    self.channel, json.dumps({**event, "series": series, "version": stack[-1] if stack else None})
+                )
             pipe.execute()
 
     def update(self, series: str, change: Callable[[list[int]], list[int]], event: dict[str, Any]) -> list[int]:
@@ -106,5 +111,9 @@ def open_registry(settings, connection=None) -> Registry:
     root = settings.models_dir or models_dir()
     conn = connection if connection is not None else settings.redis()
     files = FilePointer(root)
-    return Registry(root, pointer=RedisPointer(conn, settings.key_prefix, files),
-                    gate_dir=settings.gate_dir, gate_tolerance_db=settings.gate_tolerance_db)
+    return Registry(
+        root,
+        pointer=RedisPointer(conn, settings.key_prefix, files),
+        gate_dir=settings.gate_dir,
+        gate_tolerance_db=settings.gate_tolerance_db,
+    )

@@ -30,13 +30,20 @@ from typing import Any
 
 from worker import jobs as J
 
-__all__ = ["TRAINING_FUNC", "training_job", "enqueue_run", "cancel_key", "stage_arch", "runs_dir", "build_config",
-           "FORBIDDEN_OVERRIDES"]
+__all__ = [
+    "TRAINING_FUNC",
+    "training_job",
+    "enqueue_run",
+    "cancel_key",
+    "stage_arch",
+    "runs_dir",
+    "build_config",
+    "FORBIDDEN_OVERRIDES",
+]
 
 TRAINING_FUNC = "worker.runs.training_job"
 # Config fields that the request sets through its own fields, or that the worker owns.
-FORBIDDEN_OVERRIDES = frozenset({"stage", "data", "val", "out", "name", "scale", "init", "progress",
-                                 "steps"})
+FORBIDDEN_OVERRIDES = frozenset({"stage", "data", "val", "out", "name", "scale", "init", "progress", "steps"})
 
 
 def training_job(**_: Any) -> None:
@@ -62,11 +69,26 @@ def cancel_key(settings, run_id: str) -> str:
 def enqueue_run(queue, settings, *, model: str, scale: int, request: dict[str, Any]):
     """Queue a checked training request; returns the rq job (its id is the run id)."""
     run_id = J.new_job_id()
-    meta = {"kind": "training", "model": model, "scale": scale, "stage": request["stage"], "request": request,
-            "attempts": 0, "progress": 0.0, "step": 0, "total_steps": request.get("steps")}
-    job = queue.create_job(TRAINING_FUNC, job_id=run_id, meta=meta, result_ttl=settings.training_result_ttl_s,
-                           failure_ttl=settings.training_result_ttl_s, timeout=-1,
-                           description=f"train {request['stage']} -> {model} x{scale}")
+    meta = {
+        "kind": "training",
+        "model": model,
+        "scale": scale,
+        "stage": request["stage"],
+        "request": request,
+        "attempts": 0,
+        "progress": 0.0,
+        "step": 0,
+        "total_steps": request.get("steps"),
+    }
+    job = queue.create_job(
+        TRAINING_FUNC,
+        job_id=run_id,
+        meta=meta,
+        result_ttl=settings.training_result_ttl_s,
+        failure_ttl=settings.training_result_ttl_s,
+        timeout=-1,
+        description=f"train {request['stage']} -> {model} x{scale}",
+    )
     queue.enqueue_job(job)
     return job
 
@@ -79,8 +101,10 @@ def build_config(request: dict[str, Any], *, model: str, scale: int, out: Path |
     overrides = dict(request.get("overrides") or {})
     bad = sorted(set(overrides) & FORBIDDEN_OVERRIDES)
     if bad:
-        raise ValueError(f"overrides may not set {', '.join(bad)}: use the request's own fields (the worker "
-                         "chooses the output folder)")
+        raise ValueError(
+            f"overrides may not set {', '.join(bad)}: use the request's own fields (the worker "
+            "chooses the output folder)"
+        )
     overrides.update(data=request["data"], name=model, scale=scale, progress=False)
     if request.get("val") is not None:
         overrides["val"] = request["val"]

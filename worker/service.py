@@ -123,8 +123,13 @@ def engine_config(settings):
     from model.engine import EngineConfig
 
     s = settings
-    return EngineConfig(device=s.worker_device, precision=s.worker_precision, tile=s.worker_tile,
-                        batch_size=s.worker_batch_size, streams=s.worker_streams)
+    return EngineConfig(
+        device=s.worker_device,
+        precision=s.worker_precision,
+        tile=s.worker_tile,
+        batch_size=s.worker_batch_size,
+        streams=s.worker_streams,
+    )
 
 
 class _ModelError(Exception):
@@ -141,8 +146,13 @@ class BatchWorker(BaseWorker):
         self.settings = settings
         self.keys = J.Keys.from_settings(settings)
         name = name or f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
-        super().__init__([J.open_queue(settings, conn)], name=name, connection=conn, serializer=JSONSerializer,
-                         worker_ttl=max(1, int(settings.worker_dead_after_s)))
+        super().__init__(
+            [J.open_queue(settings, conn)],
+            name=name,
+            connection=conn,
+            serializer=JSONSerializer,
+            worker_ttl=max(1, int(settings.worker_dead_after_s)),
+        )
         self.queue = self.queues[0]
         self.storage = make_storage(settings, conn)
         self.preload = list(settings.worker_models if models is None else models)
@@ -220,9 +230,17 @@ class BatchWorker(BaseWorker):
         dt = time.perf_counter() - t0
         M.MODEL_LOAD_SECONDS.labels(name).observe(dt)
         d = up.describe()
-        log.info("loaded %s x%d version %s (%s) on %s, %s, tile %s in %.0f ms", name, scale,
-                 d["version_number"] or "builtin", d["version"][:12], d["device"], d["precision"], d["tile"],
-                 dt * 1000)
+        log.info(
+            "loaded %s x%d version %s (%s) on %s, %s, tile %s in %.0f ms",
+            name,
+            scale,
+            d["version_number"] or "builtin",
+            d["version"][:12],
+            d["device"],
+            d["precision"],
+            d["tile"],
+            dt * 1000,
+        )
         return up
 
     def _keep(self, key: tuple[str, int, int], up) -> None:
@@ -244,13 +262,20 @@ class BatchWorker(BaseWorker):
                 self._keep((name, scale, old.model.version_number), old)
                 od = old.describe()
                 try:
-                    M.LOADED_MODEL.remove(name, str(scale), str(od["version_number"] or "builtin"), od["version"],
-                                          od["device"], od["precision"])
+                    M.LOADED_MODEL.remove(
+                        name,
+                        str(scale),
+                        str(od["version_number"] or "builtin"),
+                        od["version"],
+                        od["device"],
+                        od["precision"],
+                    )
                 except KeyError:
                     pass
         d = up.describe()
-        M.LOADED_MODEL.labels(name, str(scale), str(d["version_number"] or "builtin"), d["version"], d["device"],
-                              d["precision"]).set(1)
+        M.LOADED_MODEL.labels(
+            name, str(scale), str(d["version_number"] or "builtin"), d["version"], d["device"], d["precision"]
+        ).set(1)
         if d["version_number"] is not None:
             M.ACTIVE_VERSION.labels(name, str(scale)).set(d["version_number"])
         if self._beat_thread is not None:
@@ -291,8 +316,11 @@ class BatchWorker(BaseWorker):
         """Load the newly active version of every learned model served, and switch to it between batches."""
         active_map = self.registry.pointer.active_map()
         with self._swap_lock:
-            serving = {k: (self._staged[k][0] if k in self._staged else up).model.version_number
-                       for k, up in self.engines.items() if up.model.version_number is not None}
+            serving = {
+                k: (self._staged[k][0] if k in self._staged else up).model.version_number
+                for k, up in self.engines.items()
+                if up.model.version_number is not None
+            }
         for (name, scale), current in serving.items():
             want = self.registry.active_version(name, scale, active_map)
             if want is None or want == current:
@@ -308,8 +336,15 @@ class BatchWorker(BaseWorker):
                 except _ModelError as e:
                     self._swap_failed[(name, scale, want)] = time.monotonic()
                     M.MODEL_SWAPS.labels(name, "failed").inc()
-                    log.error("worker %s: cannot load %s x%d version %d, still serving version %s: %s", self.name,
-                              name, scale, want, current, e)
+                    log.error(
+                        "worker %s: cannot load %s x%d version %d, still serving version %s: %s",
+                        self.name,
+                        name,
+                        scale,
+                        want,
+                        current,
+                        e,
+                    )
                     continue
             self._stage(name, scale, up, outcome)
 
@@ -329,8 +364,15 @@ class BatchWorker(BaseWorker):
     def _switch(self, name: str, scale: int, up, outcome: str) -> None:
         old = self._install(name, scale, up)
         M.MODEL_SWAPS.labels(name, outcome).inc()
-        log.info("worker %s: %s x%d now serves version %s (was %s; %s)", self.name, name, scale,
-                 up.model.version_number, old.model.version_number if old is not None else None, outcome)
+        log.info(
+            "worker %s: %s x%d now serves version %s (was %s; %s)",
+            self.name,
+            name,
+            scale,
+            up.model.version_number,
+            old.model.version_number if old is not None else None,
+            outcome,
+        )
 
     def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:
         """Run until stopped (or, with ``burst``, until the queue is empty). Returns whether any job ran."""
@@ -339,8 +381,12 @@ class BatchWorker(BaseWorker):
         self.bootstrap(logging_level or logging.getLevelName(logging.getLogger().level))
         if logging.getLogger().level > logging.DEBUG:
             logging.getLogger("rq.worker").setLevel(logging.WARNING)  # not three lines per job
-        log.info("worker %s: serving queue %r with %s", self.name, self.queue.name,
-                 ", ".join(f"{n} x{s}" for n, s in self.engines) or "no model yet")
+        log.info(
+            "worker %s: serving queue %r with %s",
+            self.name,
+            self.queue.name,
+            ", ".join(f"{n} x{s}" for n, s in self.engines) or "no model yet",
+        )
         self._advertise()
         self._beat_thread = threading.Thread(target=self._heartbeat_loop, name="srgan-heartbeat", daemon=True)
         self._beat_thread.start()
@@ -416,8 +462,11 @@ class BatchWorker(BaseWorker):
         ids = [j.decode() for j in self.connection.lrange(inflight, 0, -1)]
         for jid in dict.fromkeys(ids):
             job = J.fetch_job(self.queue, jid)
-            if job is None or job.get_status(refresh=False) in (JobStatus.FINISHED, JobStatus.FAILED,
-                                                                JobStatus.CANCELED):
+            if job is None or job.get_status(refresh=False) in (
+                JobStatus.FINISHED,
+                JobStatus.FAILED,
+                JobStatus.CANCELED,
+            ):
                 continue
             with self.connection.pipeline() as pipe:
                 if job.get_status(refresh=False) == JobStatus.STARTED:
@@ -435,11 +484,24 @@ class BatchWorker(BaseWorker):
 
     # -- heartbeat, progress, maintenance (background thread) --------------------------------------------
     def _advertise(self, pipe=None) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "queue": self.queue.name,
-                "models": [{"name": n, "scale": s, "version": up.model.version_number, "sha256": up.model.version,
-                            "device": str(up.device), "precision": up.precision}
-                           for (n, s), up in list(self.engines.items())],
-                "seconds_per_job": self._seconds_per_job, "busy": len(self._tasks)}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "queue": self.queue.name,
+            "models": [
+                {
+                    "name": n,
+                    "scale": s,
+                    "version": up.model.version_number,
+                    "sha256": up.model.version,
+                    "device": str(up.device),
+                    "precision": up.precision,
+                }
+                for (n, s), up in list(self.engines.items())
+            ],
+            "seconds_per_job": self._seconds_per_job,
+            "busy": len(self._tasks),
+        }
         p = pipe if pipe is not None else self.connection.pipeline()
         p.set(self.keys.alive(self.name), json.dumps(info), px=int(self.settings.worker_dead_after_s * 1000))
         p.sadd(self.keys.workers, self.name)
@@ -577,7 +639,8 @@ class BatchWorker(BaseWorker):
         for t in tasks:
             if t.job.enqueued_at is not None:
                 M.QUEUE_WAIT.labels(t.job.meta["model"]).observe(
-                    max(0.0, (now - _aware(t.job.enqueued_at)).total_seconds()))
+                    max(0.0, (now - _aware(t.job.enqueued_at)).total_seconds())
+                )
         return tasks
 
     def _prefetch(self) -> list[_Task]:
@@ -612,6 +675,7 @@ class BatchWorker(BaseWorker):
 
     def _decode_all(self, tasks: list[_Task]) -> None:
         """Decode what is not decoded yet: tiny uploads here, the rest in the pool."""
+
         def small(t: _Task) -> bool:
             return t.job.meta["input"]["width"] * t.job.meta["input"]["height"] <= _INLINE_INPUT_PIXELS
 
@@ -632,8 +696,7 @@ class BatchWorker(BaseWorker):
                 ok.append(t)
         # A full batch says more jobs are likely waiting; after a partial one a prefetch would mostly find none
         # and only add a Redis round trip and a thread hand-off to each lone job.
-        if len(ok) >= self.batch_jobs and self._prefetched is None and not (self._stop_requested or
-                                                                            self._suspended):
+        if len(ok) >= self.batch_jobs and self._prefetched is None and not (self._stop_requested or self._suspended):
             self._prefetched = self._pool.submit(self._prefetch)
         groups: dict[tuple[str, int, int | str | None], list[_Task]] = {}
         for t in ok:
@@ -651,8 +714,9 @@ class BatchWorker(BaseWorker):
         self.set_state(WorkerStatus.IDLE)
         dt = time.perf_counter() - t0
         per_job = dt / max(1, len(tasks))
-        self._seconds_per_job = per_job if self._seconds_per_job is None else \
-            0.8 * self._seconds_per_job + 0.2 * per_job
+        self._seconds_per_job = (
+            per_job if self._seconds_per_job is None else 0.8 * self._seconds_per_job + 0.2 * per_job
+        )
 
     def _run_group(self, up, ready: list[_Task]) -> None:
         batch_at = J.iso(J.utcnow())
@@ -719,15 +783,24 @@ class BatchWorker(BaseWorker):
         meta = t.job.meta
         try:
             t1 = time.perf_counter()
-            data = encode(t.decoded, sr, meta["format"], int(meta.get("quality") or 90),
-                          png_compress_level=self.settings.worker_png_compress_level)
+            data = encode(
+                t.decoded,
+                sr,
+                meta["format"],
+                int(meta.get("quality") or 90),
+                png_compress_level=self.settings.worker_png_compress_level,
+            )
             M.ENCODE_SECONDS.observe(time.perf_counter() - t1)
         except Exception as e:
             log.exception("encoding job %s failed", t.id)
             self._fail(t, "encode_failed", f"the result could not be encoded: {e}")
             return
-        output = {"width": int(sr.shape[2]), "height": int(sr.shape[1]), "bytes": len(data),
-                  "content_type": CONTENT_TYPES[meta["format"]]}
+        output = {
+            "width": int(sr.shape[2]),
+            "height": int(sr.shape[1]),
+            "bytes": len(data),
+            "content_type": CONTENT_TYPES[meta["format"]],
+        }
         try:
             self._end(t, ok=True, output=output, result=data)
         except Exception:
@@ -740,8 +813,15 @@ class BatchWorker(BaseWorker):
         M.JOBS_FAILED.labels(t.job.meta.get("model", "unknown"), code).inc()
         self._end(t, ok=False, error={"code": code, "message": message})
 
-    def _end(self, t: _Task, ok: bool, output: dict | None = None, error: dict | None = None,
-             result: bytes | None = None, canceled: bool = False) -> None:
+    def _end(
+        self,
+        t: _Task,
+        ok: bool,
+        output: dict | None = None,
+        error: dict | None = None,
+        result: bytes | None = None,
+        canceled: bool = False,
+    ) -> None:
         """Commit a job's end in one round trip: the result, the meta, rq's own bookkeeping (status, finished
         or failed registry, Result, execution, worker counters), the claim, the upload, the announcement.
 
@@ -755,8 +835,12 @@ class BatchWorker(BaseWorker):
             t.done = True
             self._dirty_progress.pop(t.id, None)
         job.ended_at = J.utcnow()
-        job.meta.update(progress=1.0 if ok else job.meta.get("progress", 0.0), output=output, error=error,
-                        expires_at=J.expiry(ttl, job.ended_at))
+        job.meta.update(
+            progress=1.0 if ok else job.meta.get("progress", 0.0),
+            output=output,
+            error=error,
+            expires_at=J.expiry(ttl, job.ended_at),
+        )
         if ok:
             job.meta.update(model_version=t.model_version, model_sha256=t.model_sha256)
         in_redis = self.storage.pipelined
@@ -769,9 +853,14 @@ class BatchWorker(BaseWorker):
             pipe.hset(job.key, "meta", JSONSerializer.dumps(job.meta))
             if ok:
                 job._result = {"output": output}
-                job._handle_success(ttl, pipeline=pipe, worker_name=self.name,
-                                    execution_id=execution.id, execution_started_at=execution.created_at,
-                                    execution_ended_at=job.ended_at)
+                job._handle_success(
+                    ttl,
+                    pipeline=pipe,
+                    worker_name=self.name,
+                    execution_id=execution.id,
+                    execution_started_at=execution.created_at,
+                    execution_ended_at=job.ended_at,
+                )
                 job.cleanup(ttl, pipeline=pipe, remove_from_queue=False)
                 self.increment_successful_job_count(pipeline=pipe)
             elif canceled:
@@ -779,17 +868,23 @@ class BatchWorker(BaseWorker):
                 pipe.expire(job.key, ttl)
             else:
                 job.set_status(JobStatus.FAILED, pipeline=pipe)
-                job._handle_failure(f"{error['code']}: {error['message']}", pipeline=pipe, worker_name=self.name,
-                                    execution_id=execution.id, execution_started_at=execution.created_at,
-                                    execution_ended_at=job.ended_at)
+                job._handle_failure(
+                    f"{error['code']}: {error['message']}",
+                    pipeline=pipe,
+                    worker_name=self.name,
+                    execution_id=execution.id,
+                    execution_started_at=execution.created_at,
+                    execution_ended_at=job.ended_at,
+                )
                 self.increment_failed_job_count(pipeline=pipe)
             if job.started_at is not None:
                 self.increment_total_working_time(job.ended_at - _aware(job.started_at), pipe)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             self.storage.delete("input", job.id, pipeline=pipe if in_redis else None)
             pipe.lrem(self.keys.inflight(self.name), 0, job.id)
-            J.publish(conn, self.keys, job.id, "finished" if ok else "canceled" if canceled else "failed",
-                      pipeline=pipe)
+            J.publish(
+                conn, self.keys, job.id, "finished" if ok else "canceled" if canceled else "failed", pipeline=pipe
+            )
             pipe.execute()
         with self._lock:
             self._tasks.pop(t.id, None)
@@ -819,11 +914,16 @@ def _torch_threads(up, input_pixels: int) -> int | None:
 def _aware(t):
     import datetime as dt
 
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
-def run_worker(settings, *, models: list[str] | None = None, burst: bool = False,
-               on_ready: Callable[[BatchWorker], None] | None = None) -> int:
+def run_worker(
+    settings,
+    *,
+    models: list[str] | None = None,
+    burst: bool = False,
+    on_ready: Callable[[BatchWorker], None] | None = None,
+) -> int:
     """Build and run one worker (``srgan worker``); returns the exit status."""
     if settings.worker_threads:
         import torch

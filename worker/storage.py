@@ -125,7 +125,8 @@ class DirStorage:
 def make_storage(settings, connection) -> Storage:
     if settings.storage == "dir":
         if settings.storage_dir is None:
-            raise ValueError("SRGAN_STORAGE=dir needs SRGAN_STORAGE_DIR (a directory the gateway and the "
-                             "workers share)")
+            raise ValueError(
+                "SRGAN_STORAGE=dir needs SRGAN_STORAGE_DIR (a directory the gateway and the workers share)"
+            )
         return DirStorage(settings.storage_dir)
     return RedisStorage(connection, settings.key_prefix)

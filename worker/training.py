@@ -64,8 +64,15 @@ class TrainingWorker(BatchWorker):
             return
         self._update(t, out=str(out), total_steps=cfg.steps, init=cfg.init or None)
         resume = (out / "checkpoints").is_dir()
-        log.info("run %s: %s -> %s x%d, %d steps%s", t.id, cfg.stage, model, scale, cfg.steps,
-                 " (resuming)" if resume else "")
+        log.info(
+            "run %s: %s -> %s x%d, %d steps%s",
+            t.id,
+            cfg.stage,
+            model,
+            scale,
+            cfg.steps,
+            " (resuming)" if resume else "",
+        )
         canceled = {"value": False, "checked": 0.0}
 
         def should_stop() -> bool:
@@ -76,8 +83,9 @@ class TrainingWorker(BatchWorker):
             return canceled["value"] or self._stop_requested
 
         try:
-            path = train(cfg, resume=resume, on_event=lambda kind, data: self._on_event(t, kind, data),
-                         should_stop=should_stop)
+            path = train(
+                cfg, resume=resume, on_event=lambda kind, data: self._on_event(t, kind, data), should_stop=should_stop
+            )
         except TrainingStopped:
             M.TRAINING_STEP.set(0)
             if canceled["value"]:
@@ -99,8 +107,9 @@ class TrainingWorker(BatchWorker):
         by = f"training run {t.id}"
         try:
             try:
-                rec = self.registry.register(model, path, source="trained", by=request.get("by") or by, run=t.id,
-                                             notes=f"trained by run {t.id}")
+                rec = self.registry.register(
+                    model, path, source="trained", by=request.get("by") or by, run=t.id, notes=f"trained by run {t.id}"
+                )
             except RegistryError as e:
                 if e.code != "already_registered":
                     raise
@@ -117,20 +126,47 @@ class TrainingWorker(BatchWorker):
             M.TRAINING_RUNS.labels("failed").inc()
             return
         t.model_version, t.model_sha256 = rec.version, rec.sha256
-        self._end(t, ok=True, output={"version": rec.version, "sha256": rec.sha256, "gate": rec.gate,
-                                      "promoted": promoted, "promote_reason": reason, "weights": str(rec.path)})
+        self._end(
+            t,
+            ok=True,
+            output={
+                "version": rec.version,
+                "sha256": rec.sha256,
+                "gate": rec.gate,
+                "promoted": promoted,
+                "promote_reason": reason,
+                "weights": str(rec.path),
+            },
+        )
         M.TRAINING_RUNS.labels("finished").inc()
-        log.info("run %s: registered %s x%d version %d%s", t.id, model, scale, rec.version,
-                 " and promoted it" if promoted else "")
+        log.info(
+            "run %s: registered %s x%d version %d%s",
+            t.id,
+            model,
+            scale,
+            rec.version,
+            " and promoted it" if promoted else "",
+        )
 
     def _on_event(self, t: _Task, kind: str, data: dict[str, Any]) -> None:
         if kind == "log":
             total = int(data.get("total_steps") or t.job.meta.get("total_steps") or 0)
             step = int(data["step"])
-            losses = {k: round(float(v), 6) for k, v in data.items()
-                      if k not in ("step", "lr", "it_s", "seconds", "total_steps")}
-            self._update(t, step=step, total_steps=total, progress=min(0.99, step / total) if total else 0.0,
-                         losses=losses, lr=data.get("lr"), it_s=data.get("it_s"), seconds=data.get("seconds"))
+            losses = {
+                k: round(float(v), 6)
+                for k, v in data.items()
+                if k not in ("step", "lr", "it_s", "seconds", "total_steps")
+            }
+            self._update(
+                t,
+                step=step,
+                total_steps=total,
+                progress=min(0.99, step / total) if total else 0.0,
+                losses=losses,
+                lr=data.get("lr"),
+                it_s=data.get("it_s"),
+                seconds=data.get("seconds"),
+            )
             M.TRAINING_STEP.set(step)
         elif kind == "val":
             self._update(t, val=data.get("val"), val_step=data.get("step"))
@@ -146,8 +182,10 @@ class TrainingWorker(BatchWorker):
 
 
 def _gate_summary(gate: dict[str, Any]) -> str:
-    return (f"PSNR-Y {gate['psnr_y']:.3f} dB vs {gate['baseline']} {gate['baseline_psnr_y']:.3f} dB "
-            f"(tolerance {gate['tolerance_db']} dB)")
+    return (
+        f"PSNR-Y {gate['psnr_y']:.3f} dB vs {gate['baseline']} {gate['baseline_psnr_y']:.3f} dB "
+        f"(tolerance {gate['tolerance_db']} dB)"
+    )
 
 
 def run_training_worker(settings, *, burst: bool = False) -> int:

@@ -17,8 +17,12 @@ async def healthz() -> schemas.Health:
     return schemas.Health(status="ok")
 
 
-@router.get("/readyz", response_model=schemas.Ready, responses=responses(503),
-            summary="Readiness: Redis answers and at least one live worker has a model loaded")
+@router.get(
+    "/readyz",
+    response_model=schemas.Ready,
+    responses=responses(503),
+    summary="Readiness: Redis answers and at least one live worker has a model loaded",
+)
 def readyz(gw: GatewayDep) -> schemas.Ready:
     import redis
 
@@ -27,16 +31,27 @@ def readyz(gw: GatewayDep) -> schemas.Ready:
         workers = gw.live_workers(max_age_s=0)
     except redis.RedisError as e:
         raise ApiError(503, "redis_unavailable", f"Redis does not answer: {e}") from None
-    serving = [schemas.WorkerInfo(name=n, models=w.get("models", []), busy=w.get("busy", 0))
-               for n, w in workers.items() if w.get("models")]
+    serving = [
+        schemas.WorkerInfo(name=n, models=w.get("models", []), busy=w.get("busy", 0))
+        for n, w in workers.items()
+        if w.get("models")
+    ]
     if not serving:
-        raise ApiError(503, "no_workers", "no live worker with a loaded model serves queue "
-                       f"{gw.queue.name!r}", headers={"Retry-After": "5"})
+        raise ApiError(
+            503,
+            "no_workers",
+            f"no live worker with a loaded model serves queue {gw.queue.name!r}",
+            headers={"Retry-After": "5"},
+        )
     return schemas.Ready(status="ready", queue_depth=depth, workers=serving)
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics of the gateway",
-            responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics of the gateway",
+    responses={200: {"content": {"text/plain": {}}}},
+)
 def prometheus_metrics(gw: GatewayDep) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -29,16 +29,31 @@ router = APIRouter(prefix="/v1", tags=["models"])
 log = logging.getLogger(__name__)
 
 # Registry refusals (model.registry.RegistryError codes) -> HTTP status.
-REGISTRY_ERROR_STATUS = {"unknown_version": 404, "already_registered": 409, "nothing_to_roll_back": 409,
-                         "weightless_model": 422, "invalid_card": 422, "wrong_architecture": 422,
-                         "invalid_weights": 422, "smoke_test_failed": 422, "quality_gate_failed": 422,
-                         "no_gate_set": 500}
+REGISTRY_ERROR_STATUS = {
+    "unknown_version": 404,
+    "already_registered": 409,
+    "nothing_to_roll_back": 409,
+    "weightless_model": 422,
+    "invalid_card": 422,
+    "wrong_architecture": 422,
+    "invalid_weights": 422,
+    "smoke_test_failed": 422,
+    "quality_gate_failed": 422,
+    "no_gate_set": 500,
+}
 _MAX_CARD_BYTES = 1_000_000
 
-ScaleParam = Annotated[int | None, Query(ge=1, le=8, description="scale, when `name` does not say it "
-                                                                   "(default: SRGAN_DEFAULT_SCALE)")]
-WaitParam = Annotated[float, Query(ge=0, description="seconds to wait until every live worker serving the model "
-                                                      "has switched (capped by SRGAN_MAX_WAIT_S)")]
+ScaleParam = Annotated[
+    int | None, Query(ge=1, le=8, description="scale, when `name` does not say it (default: SRGAN_DEFAULT_SCALE)")
+]
+WaitParam = Annotated[
+    float,
+    Query(
+        ge=0,
+        description="seconds to wait until every live worker serving the model "
+        "has switched (capped by SRGAN_MAX_WAIT_S)",
+    ),
+]
 
 
 @router.get("/models", response_model=schemas.ModelList, summary="Models, scales, active and registered versions")
@@ -49,15 +64,26 @@ def list_models(gw: GatewayDep) -> schemas.ModelList:
             versions = loaded.setdefault((m["name"], m["scale"]), set())
             if isinstance(m.get("version"), int):
                 versions.add(m["version"])
-    models = [schemas.ModelInfo(name=r["name"], scale=r["scale"], arch=r["arch"], description=r["description"],
-                                has_weights=r["has_weights"], version=r["version"], sha256=r["sha256"],
-                                versions=sorted(r["versions"]), loaded=(r["name"], r["scale"]) in loaded,
-                                loaded_versions=sorted(loaded.get((r["name"], r["scale"]), ())))
-              for r in gw.catalog()]
+    models = [
+        schemas.ModelInfo(
+            name=r["name"],
+            scale=r["scale"],
+            arch=r["arch"],
+            description=r["description"],
+            has_weights=r["has_weights"],
+            version=r["version"],
+            sha256=r["sha256"],
+            versions=sorted(r["versions"]),
+            loaded=(r["name"], r["scale"]) in loaded,
+            loaded_versions=sorted(loaded.get((r["name"], r["scale"]), ())),
+        )
+        for r in gw.catalog()
+    ]
     return schemas.ModelList(default=gw.settings.default_model, models=models)
 
 
 # -- admin ---------------------------------------------------------------------------------------------------
+
 
 def _series(gw: Gateway, name: str, scale: int | None, *, scale_from_card: bool = False) -> tuple[str, int | None]:
     """``NAME_xSCALE`` or ``NAME`` (+ ``scale``) -> (name, scale); a 404 for unknown models."""
@@ -73,8 +99,11 @@ def _series(gw: Gateway, name: str, scale: int | None, *, scale_from_card: bool 
     if scale is None and not scale_from_card:
         scale = gw.settings.default_scale
     if scale is not None and scale not in SPECS[name].scales:
-        raise ApiError(404, "unknown_model", f"model {name!r} does not support scale {scale}; supported: "
-                       f"{', '.join(map(str, SPECS[name].scales))}")
+        raise ApiError(
+            404,
+            "unknown_model",
+            f"model {name!r} does not support scale {scale}; supported: {', '.join(map(str, SPECS[name].scales))}",
+        )
     return name, scale
 
 
@@ -92,8 +121,13 @@ def _by(by: str | None, default: str = "admin API") -> str:
     return (by or "").strip() or default
 
 
-@router.get("/models/{name}/versions", response_model=schemas.VersionList, dependencies=[AdminDep],
-            responses=responses(*ADMIN_RESPONSES, 404, 422), summary="Every version of a model (admin)")
+@router.get(
+    "/models/{name}/versions",
+    response_model=schemas.VersionList,
+    dependencies=[AdminDep],
+    responses=responses(*ADMIN_RESPONSES, 404, 422),
+    summary="Every version of a model (admin)",
+)
 def list_versions(name: str, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionList:
     from model.registry import RegistryError
 
@@ -104,12 +138,18 @@ def list_versions(name: str, gw: GatewayDep, scale: ScaleParam = None) -> schema
         history = gw.registry.history(name, scale)
     except RegistryError as e:
         raise _refused("list", e) from None
-    return schemas.VersionList(name=name, scale=scale, active=active, history=history,
-                               versions=[_info(r, active) for r in records])
+    return schemas.VersionList(
+        name=name, scale=scale, active=active, history=history, versions=[_info(r, active) for r in records]
+    )
 
 
-@router.get("/models/{name}/versions/{version}", response_model=schemas.VersionInfo, dependencies=[AdminDep],
-            responses=responses(*ADMIN_RESPONSES, 404, 422), summary="One version of a model (admin)")
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=schemas.VersionInfo,
+    dependencies=[AdminDep],
+    responses=responses(*ADMIN_RESPONSES, 404, 422),
+    summary="One version of a model (admin)",
+)
 def get_version(name: str, version: int, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionInfo:
     from model.registry import RegistryError
 
@@ -120,14 +160,19 @@ def get_version(name: str, version: int, gw: GatewayDep, scale: ScaleParam = Non
         raise _refused("get", e) from None
 
 
-@router.post("/models/{name}/versions", status_code=201, response_model=schemas.VersionInfo,
-             dependencies=[AdminDep], responses=responses(*ADMIN_RESPONSES, 404, 409, 413, 422),
-             summary="Upload a new version (admin): checked, smoke-tested and scored on the quality gate",
-             description="Multipart: `weights` (safetensors) and `card` (its JSON model card). The version is "
-                         "accepted when the card and tensors agree with the model's architecture, a forward pass "
-                         "gives finite pixels of the right size, and its PSNR-Y on the gate set is no worse than "
-                         "the active version's minus SRGAN_GATE_TOLERANCE_DB (`force` registers it anyway). "
-                         "`promote` makes it active at once if it passed the gate.")
+@router.post(
+    "/models/{name}/versions",
+    status_code=201,
+    response_model=schemas.VersionInfo,
+    dependencies=[AdminDep],
+    responses=responses(*ADMIN_RESPONSES, 404, 409, 413, 422),
+    summary="Upload a new version (admin): checked, smoke-tested and scored on the quality gate",
+    description="Multipart: `weights` (safetensors) and `card` (its JSON model card). The version is "
+    "accepted when the card and tensors agree with the model's architecture, a forward pass "
+    "gives finite pixels of the right size, and its PSNR-Y on the gate set is no worse than "
+    "the active version's minus SRGAN_GATE_TOLERANCE_DB (`force` registers it anyway). "
+    "`promote` makes it active at once if it passed the gate.",
+)
 def upload_version(
     name: str,
     gw: GatewayDep,
@@ -146,8 +191,12 @@ def upload_version(
     name, scale = _series(gw, name, scale, scale_from_card=True)
     if weights.size is not None and weights.size > s.max_model_upload_bytes:
         metrics.REGISTRY_ACTIONS.labels("upload", "upload_too_large").inc()
-        raise ApiError(413, "upload_too_large", f"the weights are {weights.size:,} bytes; the limit is "
-                       f"{s.max_model_upload_bytes:,} (SRGAN_MAX_MODEL_UPLOAD_BYTES)")
+        raise ApiError(
+            413,
+            "upload_too_large",
+            f"the weights are {weights.size:,} bytes; the limit is "
+            f"{s.max_model_upload_bytes:,} (SRGAN_MAX_MODEL_UPLOAD_BYTES)",
+        )
     card_bytes = card.file.read(_MAX_CARD_BYTES + 1)
     if len(card_bytes) > _MAX_CARD_BYTES:
         raise ApiError(413, "upload_too_large", f"the model card is larger than {_MAX_CARD_BYTES:,} bytes")
@@ -158,8 +207,16 @@ def upload_version(
         tmp.flush()
         try:
             with gw.registry_lock:
-                rec = reg.register(name, Path(tmp.name), card_bytes, scale=scale, source="uploaded",
-                                   by=_by(by), force=force, notes=notes)
+                rec = reg.register(
+                    name,
+                    Path(tmp.name),
+                    card_bytes,
+                    scale=scale,
+                    source="uploaded",
+                    by=_by(by),
+                    force=force,
+                    notes=notes,
+                )
                 gw.invalidate_catalog()
                 if promote and rec.gate and rec.gate.get("passed"):
                     reg.promote(name, rec.scale, rec.version, by=_by(by))
@@ -177,8 +234,12 @@ async def _rollout(gw: Gateway, name: str, scale: int, version: int, wait: float
     t0 = time.monotonic()
     wait = min(wait, gw.settings.max_wait_s)
     while True:
-        serving = {w: m.get("version") for w, info in (await gw.alive_workers(max_age_s=0)).items()
-                   for m in info.get("models", []) if m["name"] == name and m["scale"] == scale}
+        serving = {
+            w: m.get("version")
+            for w, info in (await gw.alive_workers(max_age_s=0)).items()
+            for m in info.get("models", [])
+            if m["name"] == name and m["scale"] == scale
+        }
         complete = all(v == version for v in serving.values())
         waited = time.monotonic() - t0
         if complete or waited >= wait:
@@ -190,17 +251,30 @@ async def _activation(gw: Gateway, action: str, change, name: str, scale: int, w
     gw.invalidate_catalog()
     metrics.REGISTRY_ACTIONS.labels(action, "ok").inc()
     rollout = await _rollout(gw, name, scale, change.record.version, wait) if wait > 0 else None
-    return schemas.Activation(name=name, scale=scale, active=change.record.version, previous=change.previous,
-                              changed=change.changed, history=change.stack, rollout=rollout,
-                              version=_info(change.record, change.record.version))
+    return schemas.Activation(
+        name=name,
+        scale=scale,
+        active=change.record.version,
+        previous=change.previous,
+        changed=change.changed,
+        history=change.stack,
+        rollout=rollout,
+        version=_info(change.record, change.record.version),
+    )
 
 
-@router.post("/models/{name}/promote", response_model=schemas.Activation, dependencies=[AdminDep],
-             responses=responses(*ADMIN_RESPONSES, 404, 422), summary="Make a version active (admin)",
-             description="Workers hear it at once, load the version beside the one they serve and switch between "
-                         "two batches. With `wait`, answers once they all have (or the wait is over).")
-async def promote(name: str, gw: GatewayDep, body: schemas.PromoteRequest, scale: ScaleParam = None,
-                  wait: WaitParam = 0.0) -> schemas.Activation:
+@router.post(
+    "/models/{name}/promote",
+    response_model=schemas.Activation,
+    dependencies=[AdminDep],
+    responses=responses(*ADMIN_RESPONSES, 404, 422),
+    summary="Make a version active (admin)",
+    description="Workers hear it at once, load the version beside the one they serve and switch between "
+    "two batches. With `wait`, answers once they all have (or the wait is over).",
+)
+async def promote(
+    name: str, gw: GatewayDep, body: schemas.PromoteRequest, scale: ScaleParam = None, wait: WaitParam = 0.0
+) -> schemas.Activation:
     from model.registry import RegistryError
 
     name, scale = _series(gw, name, scale)
@@ -211,11 +285,20 @@ async def promote(name: str, gw: GatewayDep, body: schemas.PromoteRequest, scale
     return await _activation(gw, "promote", change, name, scale, wait)
 
 
-@router.post("/models/{name}/rollback", response_model=schemas.Activation, dependencies=[AdminDep],
-             responses=responses(*ADMIN_RESPONSES, 404, 409, 422),
-             summary="Go back to the version active before the current one (admin)")
-async def rollback(name: str, gw: GatewayDep, body: Annotated[schemas.RollbackRequest | None, Body()] = None,
-                   scale: ScaleParam = None, wait: WaitParam = 0.0) -> schemas.Activation:
+@router.post(
+    "/models/{name}/rollback",
+    response_model=schemas.Activation,
+    dependencies=[AdminDep],
+    responses=responses(*ADMIN_RESPONSES, 404, 409, 422),
+    summary="Go back to the version active before the current one (admin)",
+)
+async def rollback(
+    name: str,
+    gw: GatewayDep,
+    body: Annotated[schemas.RollbackRequest | None, Body()] = None,
+    scale: ScaleParam = None,
+    wait: WaitParam = 0.0,
+) -> schemas.Activation:
     from model.registry import RegistryError
 
     name, scale = _series(gw, name, scale)

@@ -31,24 +31,47 @@ def _resource(gw: Gateway, job) -> schemas.TrainingRun:
     out = m.get("output") if view.status == "finished" else None
     cancel = view.status == "started" and bool(gw.redis.exists(T.cancel_key(gw.settings, job.id)))
     return schemas.TrainingRun(
-        id=job.id, status=view.status, model=m.get("model", ""), scale=int(m.get("scale") or 0),
-        stage=m.get("stage", ""), step=int(m.get("step") or 0), total_steps=m.get("total_steps"),
+        id=job.id,
+        status=view.status,
+        model=m.get("model", ""),
+        scale=int(m.get("scale") or 0),
+        stage=m.get("stage", ""),
+        step=int(m.get("step") or 0),
+        total_steps=m.get("total_steps"),
         progress=round(view.progress, 4),
-        metrics=schemas.TrainingMetrics(losses=m.get("losses") or {}, lr=m.get("lr"), it_s=m.get("it_s"),
-                                        val=m.get("val"), val_step=m.get("val_step")),
-        samples_step=m.get("samples_step"), result=schemas.TrainingResult(**out) if out else None,
-        cancel_requested=cancel, attempts=view.attempts, created_at=view.created_at,
-        started_at=view.started_at, ended_at=view.ended_at, error=view.error, out=m.get("out"),
+        metrics=schemas.TrainingMetrics(
+            losses=m.get("losses") or {},
+            lr=m.get("lr"),
+            it_s=m.get("it_s"),
+            val=m.get("val"),
+            val_step=m.get("val_step"),
+        ),
+        samples_step=m.get("samples_step"),
+        result=schemas.TrainingResult(**out) if out else None,
+        cancel_requested=cancel,
+        attempts=view.attempts,
+        created_at=view.created_at,
+        started_at=view.started_at,
+        ended_at=view.ended_at,
+        error=view.error,
+        out=m.get("out"),
         request=m.get("request") or {},
-        links=schemas.TrainingRunLinks(self=f"/v1/training-runs/{job.id}",
-                                       samples=f"/v1/training-runs/{job.id}/samples"))
+        links=schemas.TrainingRunLinks(
+            self=f"/v1/training-runs/{job.id}", samples=f"/v1/training-runs/{job.id}/samples"
+        ),
+    )
 
 
-@router.post("", status_code=202, response_model=schemas.TrainingRun,
-             responses=responses(*ADMIN_RESPONSES, 422), summary="Queue a training run (admin)",
-             description="Checked here (stage, model, recipe and overrides), then run by a training worker "
-                         "(`srgan worker --queue training`). A finished run registers its weights as a new version; "
-                         "with `auto_promote` the version is promoted if it passes the quality gate.")
+@router.post(
+    "",
+    status_code=202,
+    response_model=schemas.TrainingRun,
+    responses=responses(*ADMIN_RESPONSES, 422),
+    summary="Queue a training run (admin)",
+    description="Checked here (stage, model, recipe and overrides), then run by a training worker "
+    "(`srgan worker --queue training`). A finished run registers its weights as a new version; "
+    "with `auto_promote` the version is promoted if it passes the quality gate.",
+)
 def start_run(body: schemas.TrainingRunRequest, gw: GatewayDep, response: Response) -> schemas.TrainingRun:
     from model.zoo import SPECS
 
@@ -59,8 +82,11 @@ def start_run(body: schemas.TrainingRunRequest, gw: GatewayDep, response: Respon
         learned = [n for n, s in SPECS.items() if not s.weightless]
         raise _refused(422, "invalid_training_run", f"unknown model {model!r}; choose one of {', '.join(learned)}")
     if spec.arch != T.stage_arch(body.stage):
-        raise _refused(422, "invalid_training_run", f"the {body.stage} stage trains a {T.stage_arch(body.stage)}; "
-                       f"{model} is a {spec.arch}")
+        raise _refused(
+            422,
+            "invalid_training_run",
+            f"the {body.stage} stage trains a {T.stage_arch(body.stage)}; {model} is a {spec.arch}",
+        )
     if scale not in spec.scales:
         raise _refused(422, "invalid_training_run", f"{model} does not support scale {scale}")
     request = body.model_dump()
@@ -80,45 +106,68 @@ def _refused(status: int, code: str, message: str) -> ApiError:
     return ApiError(status, code, message)
 
 
-@router.get("", response_model=schemas.TrainingRunList, responses=responses(*ADMIN_RESPONSES),
-            summary="Recent training runs, newest first (admin)")
+@router.get(
+    "",
+    response_model=schemas.TrainingRunList,
+    responses=responses(*ADMIN_RESPONSES),
+    summary="Recent training runs, newest first (admin)",
+)
 def list_runs(gw: GatewayDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> schemas.TrainingRunList:
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
     q = gw.training_queue
     ids = list(q.get_job_ids())
-    for registry in (q.started_job_registry, q.finished_job_registry, q.failed_job_registry,
-                     q.canceled_job_registry):
+    for registry in (q.started_job_registry, q.finished_job_registry, q.failed_job_registry, q.canceled_job_registry):
         ids += registry.get_job_ids()
-    jobs = [j for j in Job.fetch_many(list(dict.fromkeys(ids)), connection=gw.redis, serializer=JSONSerializer)
-            if j is not None and (j.meta or {}).get("kind") == "training"]
+    jobs = [
+        j
+        for j in Job.fetch_many(list(dict.fromkeys(ids)), connection=gw.redis, serializer=JSONSerializer)
+        if j is not None and (j.meta or {}).get("kind") == "training"
+    ]
     jobs.sort(key=lambda j: j.created_at.timestamp() if j.created_at else 0.0, reverse=True)
     return schemas.TrainingRunList(runs=[_resource(gw, j) for j in jobs[:limit]])
 
 
-@router.get("/{run_id}", response_model=schemas.TrainingRun, responses=responses(*ADMIN_RESPONSES, 404),
-            summary="A training run: status, step, progress, latest metrics (admin)")
+@router.get(
+    "/{run_id}",
+    response_model=schemas.TrainingRun,
+    responses=responses(*ADMIN_RESPONSES, 404),
+    summary="A training run: status, step, progress, latest metrics (admin)",
+)
 def get_run(run_id: str, gw: GatewayDep) -> schemas.TrainingRun:
     return _resource(gw, _job(gw, run_id))
 
 
-@router.get("/{run_id}/samples", response_class=Response, responses={
-    200: {"content": {"image/png": {}}, "description": "LR (nearest) / SR / HR rows of the latest validation"},
-    **responses(*ADMIN_RESPONSES, 404)}, summary="The run's latest sample grid (admin)")
+@router.get(
+    "/{run_id}/samples",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "LR (nearest) / SR / HR rows of the latest validation"},
+        **responses(*ADMIN_RESPONSES, 404),
+    },
+    summary="The run's latest sample grid (admin)",
+)
 def get_samples(run_id: str, gw: GatewayDep) -> Response:
     job = _job(gw, run_id)
     data = gw.storage.get("samples", job.id)
     if data is None:
         raise ApiError(404, "no_samples", "the run has no sample grid yet (one is made at each validation)")
-    return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache",
-                                                           "X-Step": str(job.meta.get("samples_step") or "")})
+    return Response(
+        data,
+        media_type="image/png",
+        headers={"Cache-Control": "no-cache", "X-Step": str(job.meta.get("samples_step") or "")},
+    )
 
 
-@router.delete("/{run_id}", response_model=schemas.TrainingRun, responses=responses(*ADMIN_RESPONSES, 404, 409),
-               summary="Cancel a training run (admin)",
-               description="A queued run is canceled at once (200); a running one stops at its next step (202, "
-                           "`cancel_requested`), keeping its checkpoint and registering nothing.")
+@router.delete(
+    "/{run_id}",
+    response_model=schemas.TrainingRun,
+    responses=responses(*ADMIN_RESPONSES, 404, 409),
+    summary="Cancel a training run (admin)",
+    description="A queued run is canceled at once (200); a running one stops at its next step (202, "
+    "`cancel_requested`), keeping its checkpoint and registering nothing.",
+)
 def cancel_run(run_id: str, gw: GatewayDep, response: Response) -> schemas.TrainingRun:
     job = _job(gw, run_id)
     status = J.JobView.from_job(job).status

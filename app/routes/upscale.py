@@ -39,8 +39,11 @@ def resolve_model(gw: Gateway, spec: str, scale: int) -> tuple[str, int, int | N
             raise reject(422, "unknown_model", f"unknown model {name!r}; choose one of {', '.join(names)}")
         row = next((r for r in rows if r["scale"] == scale), None)
         if row is None:
-            raise reject(422, "unknown_model", f"model {name!r} does not support scale {scale}; supported: "
-                         f"{', '.join(str(r['scale']) for r in rows)}")
+            raise reject(
+                422,
+                "unknown_model",
+                f"model {name!r} does not support scale {scale}; supported: {', '.join(str(r['scale']) for r in rows)}",
+            )
         return row
 
     row = row_of(gw.catalog())
@@ -56,8 +59,12 @@ def resolve_model(gw: Gateway, spec: str, scale: int) -> tuple[str, int, int | N
         row = row_of(gw.catalog())
         version = match_pin(row["versions"], pin)
     if version is None:
-        raise reject(422, "unknown_model_version", f"model {name!r} x{scale} has no version {pin!r}; versions: "
-                     f"{', '.join(map(str, row['versions'])) or 'none'} (a number, or 6+ hex digits of a sha256)")
+        raise reject(
+            422,
+            "unknown_model_version",
+            f"model {name!r} x{scale} has no version {pin!r}; versions: "
+            f"{', '.join(map(str, row['versions'])) or 'none'} (a number, or 6+ hex digits of a sha256)",
+        )
     return name, scale, version, row
 
 
@@ -76,8 +83,11 @@ def check_image(gw: Gateway, data: bytes, scale: int):
         _verify_png(data)
     out_px = info.width * info.height * scale * scale
     if out_px > s.max_output_pixels:
-        raise reject(422, "too_many_output_pixels", f"x{scale} of {info.width}x{info.height} is {out_px:,} output "
-                     f"pixels; the limit is {s.max_output_pixels:,}")
+        raise reject(
+            422,
+            "too_many_output_pixels",
+            f"x{scale} of {info.width}x{info.height} is {out_px:,} output pixels; the limit is {s.max_output_pixels:,}",
+        )
     return info
 
 
@@ -92,21 +102,33 @@ def _verify_png(data: bytes) -> None:
         raise reject(422, "corrupt_image", f"the PNG is truncated or corrupt: {e}") from None
 
 
-@router.post("/upscale", status_code=202, response_model=schemas.Job,
-             responses=responses(409, 413, 415, 422, 429, 503), summary="Queue an image for upscaling",
-             description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
-                         "long-poll with `wait`), then fetch `links.result`.")
+@router.post(
+    "/upscale",
+    status_code=202,
+    response_model=schemas.Job,
+    responses=responses(409, 413, 415, 422, 429, 503),
+    summary="Queue an image for upscaling",
+    description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
+    "long-poll with `wait`), then fetch `links.result`.",
+)
 async def upscale(
     gw: GatewayDep,
     file: Annotated[UploadFile, File(description="the image: PNG, JPEG, WebP, BMP, TIFF or GIF")],
-    model: Annotated[str | None, Form(description="model name (its active version), or `name@version` to pin a "
-                                                  "registered version: its number, or 6+ hex digits of its "
-                                                  "sha256 (default: SRGAN_DEFAULT_MODEL)", max_length=120)] = None,
+    model: Annotated[
+        str | None,
+        Form(
+            description="model name (its active version), or `name@version` to pin a "
+            "registered version: its number, or 6+ hex digits of its "
+            "sha256 (default: SRGAN_DEFAULT_MODEL)",
+            max_length=120,
+        ),
+    ] = None,
     scale: Annotated[int | None, Form(ge=1, le=8, description="upscaling factor (default: 4)")] = None,
     format: Annotated[Literal["png", "webp", "jpeg"] | None, Form(description="output format")] = None,
     quality: Annotated[int | None, Form(ge=1, le=100, description="WebP/JPEG quality")] = None,
-    idempotency_key: Annotated[str | None, Header(max_length=200, description="same key + same bytes: the "
-                                                                              "same job")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description="same key + same bytes: the same job")
+    ] = None,
 ) -> Response:
     s = gw.settings
     scale = scale or s.default_scale
@@ -116,8 +138,16 @@ async def upscale(
         raise reject(413, "upload_too_large", f"the upload is larger than {s.max_upload_bytes:,} bytes")
     # Header checks, hashing and the Redis round trips (rq is synchronous) in one hand-off to the thread pool.
     job, created, position = await run_in_threadpool(
-        accept, gw, data, name=name, scale=scale, pin=pin, fmt=format or s.default_format,
-        quality=quality or s.default_quality, idempotency_key=idempotency_key)
+        accept,
+        gw,
+        data,
+        name=name,
+        scale=scale,
+        pin=pin,
+        fmt=format or s.default_format,
+        quality=quality or s.default_quality,
+        idempotency_key=idempotency_key,
+    )
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if created:
         metrics.UPLOAD_BYTES.observe(len(data))
@@ -127,8 +157,17 @@ async def upscale(
     return json_response(job_resource(J.JobView.from_job(job), gw, position), 202, headers)
 
 
-def accept(gw: Gateway, data: bytes, *, name: str, scale: int, pin: int | None, fmt: str, quality: int,
-           idempotency_key: str | None):
+def accept(
+    gw: Gateway,
+    data: bytes,
+    *,
+    name: str,
+    scale: int,
+    pin: int | None,
+    fmt: str,
+    quality: int,
+    idempotency_key: str | None,
+):
     """Check the upload and queue it (or find the job its idempotency key made). Returns (job, created,
     position in the queue)."""
     s = gw.settings
@@ -142,18 +181,45 @@ def accept(gw: Gateway, data: bytes, *, name: str, scale: int, pin: int | None, 
         if depth >= s.max_queue_depth:
             per_job = J.estimated_seconds_per_job(gw.live_workers()) or 1.0
             retry = max(1, math.ceil((depth - s.max_queue_depth + 1) * per_job))
-            raise reject(429, "queue_full", f"{depth} jobs are waiting (the limit is {s.max_queue_depth}); "
-                         f"retry in {retry} s", headers={"Retry-After": str(retry)})
+            raise reject(
+                429,
+                "queue_full",
+                f"{depth} jobs are waiting (the limit is {s.max_queue_depth}); retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
 
-    meta = {"model": name, "scale": scale, "version_pin": pin, "format": fmt, "quality": quality,
-            "input": {"format": info.format, "width": info.width, "height": info.height, "mode": info.mode,
-                      "bytes": len(data), "sha256": sha}}
+    meta = {
+        "model": name,
+        "scale": scale,
+        "version_pin": pin,
+        "format": fmt,
+        "quality": quality,
+        "input": {
+            "format": info.format,
+            "width": info.width,
+            "height": info.height,
+            "mode": info.mode,
+            "bytes": len(data),
+            "sha256": sha,
+        },
+    }
     try:
-        job, created = J.enqueue(gw.queue, gw.storage, s, job_id=J.new_job_id(), data=data, meta=meta,
-                                 idempotency_key=idempotency_key, admit=admit)
+        job, created = J.enqueue(
+            gw.queue,
+            gw.storage,
+            s,
+            job_id=J.new_job_id(),
+            data=data,
+            meta=meta,
+            idempotency_key=idempotency_key,
+            admit=admit,
+        )
     except J.IdempotencyConflict as e:
-        raise reject(409, "idempotency_conflict", f"Idempotency-Key was used for job {e.job_id} with other bytes "
-                     "or options; use a new key for a new request") from None
+        raise reject(
+            409,
+            "idempotency_conflict",
+            f"Idempotency-Key was used for job {e.job_id} with other bytes or options; use a new key for a new request",
+        ) from None
     if created:
         gw.live_workers()  # keeps the cached rates behind estimated_wait_s fresh
         return job, True, depth
