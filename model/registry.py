@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from model.card import read_json
 from model.weights import ModelCard, WeightsError, load_card, sha256_file
 
 __all__ = [
@@ -673,7 +674,7 @@ class Registry:
         if isinstance(card, dict):
             return card
         try:
-            data = json.loads(card if isinstance(card, bytes) else Path(card).read_text())
+            data = read_json(card if isinstance(card, bytes) else Path(card).read_bytes())  # bounded size and depth
         except FileNotFoundError:
             raise RegistryError("invalid_card", f"no model card: {card} is missing") from None
         except (ValueError, UnicodeDecodeError) as e:
