@@ -22,6 +22,8 @@ __all__ = [
     "REGISTRY_ACTIONS",
     "ACTIVE_VERSION",
     "TRAINING_QUEUE_DEPTH",
+    "CLIENT_REQUESTS",
+    "CLIENT_AUTH_FAILURES",
     "MetricsMiddleware",
 ]
 
@@ -54,6 +56,13 @@ ACTIVE_VERSION = Gauge(
     ["model", "scale"],
 )
 TRAINING_QUEUE_DEPTH = Gauge("srgan_training_queue_depth_runs", "Training runs waiting (read at scrape time)")
+# Client keys (app/auth.py): a client is the first 12 hex digits of its key's sha256, never the key.
+CLIENT_REQUESTS = Counter(
+    "srgan_client_requests_total", "Requests with a valid client key, by client (its key's short sha256)", ["client"]
+)
+CLIENT_AUTH_FAILURES = Counter(
+    "srgan_client_auth_failures_total", "Requests refused for want of a valid client key", ["reason"]
+)
 
 
 class MetricsMiddleware:

@@ -331,8 +331,11 @@ def test_models_health_docs(stack):
     assert {"/v1/upscale", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/models", "/readyz"} <= set(
         spec["paths"]
     )
-    assert "ErrorResponse" in spec["components"]["schemas"] and "Job" in spec["components"]["schemas"]
-    assert "429" in spec["paths"]["/v1/upscale"]["post"]["responses"]
+    assert "Problem" in spec["components"]["schemas"] and "Job" in spec["components"]["schemas"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    post = spec["paths"]["/v1/upscale"]["post"]["responses"]
+    assert {"202", "400", "409", "413", "415", "422", "429", "500", "503"} == set(post)
+    assert post["422"]["content"] == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     assert c.get("/docs").status_code == 200
 
 

@@ -163,7 +163,10 @@ def get_samples(run_id: str, gw: GatewayDep) -> Response:
 @router.delete(
     "/{run_id}",
     response_model=schemas.TrainingRun,
-    responses=responses(*ADMIN_RESPONSES, 404, 409),
+    responses={
+        202: {"model": schemas.TrainingRun, "description": "a running run was asked to stop at its next step"},
+        **responses(*ADMIN_RESPONSES, 404, 409),
+    },
     summary="Cancel a training run (admin)",
     description="A queued run is canceled at once (200); a running one stops at its next step (202, "
     "`cancel_requested`), keeping its checkpoint and registering nothing.",

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Header, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics, schemas
-from app.deps import GatewayDep
+from app.deps import GatewayDep, no_empty_form_fields
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
 from app.routes.jobs import job_resource, json_response
 from app.service import Gateway
@@ -98,6 +98,7 @@ def check_image(gw: Gateway, data: bytes, scale: int):
     status_code=202,
     response_model=schemas.Job,
     responses=responses(409, 413, 415, 422, 429, 503),
+    dependencies=[no_empty_form_fields("model", "scale", "format", "quality")],
     summary="Queue an image for upscaling",
     description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
     "long-poll with `wait`), then fetch `links.result`.",
@@ -110,7 +111,8 @@ async def upscale(
         Form(
             description="model name (its active version), or `name@version` to pin a "
             "registered version: its number, or 6+ hex digits of its "
-            "sha256 (default: SRGAN_DEFAULT_MODEL)",
+            "sha256 (default: SRGAN_DEFAULT_MODEL; an empty name is refused)",
+            min_length=1,
             max_length=120,
         ),
     ] = None,
