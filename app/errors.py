@@ -119,7 +119,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     elif exc.status_code == 404 and exc.detail == "Not Found":
         message = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 400:
-        message = "the request body could not be parsed: malformed multipart or form data"
+        message = "the request body could not be parsed (malformed multipart, or JSON that is not UTF-8)"
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, code, message, headers or None)
@@ -161,7 +161,7 @@ def responses(*statuses: int) -> dict[int, dict]:
 
 
 DESCRIPTIONS = {
-    400: "the body could not be parsed (malformed multipart or form data)",
+    400: "the body could not be parsed (malformed multipart, or JSON that is not UTF-8)",
     401: "a key is needed: `Authorization: Bearer <key>` (a client key, or on admin routes SRGAN_ADMIN_KEY)",
     403: "admin route: the admin API is disabled (no SRGAN_ADMIN_KEY on the gateway)",
     404: "unknown or expired job (or model version, training run)",

@@ -7,6 +7,8 @@
 - adds the statuses every operation can answer besides its own: 500; 503 where Redis is behind it; 422 where
   it takes parameters or a body; 400 (a body that cannot be parsed), 413 and 415 (:mod:`app.guards`) where it
   takes a body; 401 where a client key is needed;
+- drops ``null`` from optional query, path, header and multipart fields, which are text or absent on the wire;
+- links a created job or training run to the operations that take its id;
 - declares the ``ClientKey`` bearer scheme on the operations that need one, when this gateway has client keys
   (:mod:`app.auth`), so the document describes the gateway that serves it.
 """
@@ -25,6 +27,19 @@ from app.schemas import Problem
 __all__ = ["document"]
 
 _NO_REDIS = {"/healthz", "/metrics"}
+# What a created resource's id leads to (OpenAPI links): (path, method, status) -> [(path, method, parameter)].
+_LINKS = {
+    ("/v1/upscale", "post", "202"): [
+        ("/v1/jobs/{job_id}", "get", "job_id"),
+        ("/v1/jobs/{job_id}/result", "get", "job_id"),
+        ("/v1/jobs/{job_id}", "delete", "job_id"),
+    ],
+    ("/v1/training-runs", "post", "202"): [
+        ("/v1/training-runs/{run_id}", "get", "run_id"),
+        ("/v1/training-runs/{run_id}/samples", "get", "run_id"),
+        ("/v1/training-runs/{run_id}", "delete", "run_id"),
+    ],
+}
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
@@ -58,9 +73,44 @@ def complete(spec: dict[str, Any], client_keys: bool) -> None:
             "scheme": "bearer",
             "description": "a client key of this gateway (SRGAN_API_KEYS / SRGAN_API_KEYS_FILE)",
         }
+    _link(spec)
     for path, operations in spec["paths"].items():
         for op in operations.values():
             _complete_operation(path, op, client_keys)
+            form = op.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {})
+            if "$ref" in form:  # a multipart field cannot carry a JSON null either: left out, it is None
+                for field in schemas[form["$ref"].rsplit("/", 1)[1]].get("properties", {}).values():
+                    _no_null(field)
+
+
+def _link(spec: dict[str, Any]) -> None:
+    paths = spec["paths"]
+    for (path, method, status), targets in _LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        links = response.setdefault("links", {})
+        for target, target_method, param in targets:
+            op = paths.get(target, {}).get(target_method)
+            if op is not None:
+                links[op["operationId"]] = {
+                    "operationId": op["operationId"],
+                    "parameters": {param: "$response.body#/id"},
+                    "description": f"{target_method.upper()} {target} of the resource just created",
+                }
+
+
+def _no_null(schema: dict[str, Any]) -> None:
+    """Drop ``null`` from an optional query, path, header or form field's schema: on the wire such a field is
+    text or absent, never null (FastAPI documents ``X | None`` as ``anyOf [X, null]``)."""
+    options = schema.get("anyOf")
+    if options and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del schema["anyOf"]
+        if len(rest) == 1:
+            schema.update(rest[0])
+        else:
+            schema["anyOf"] = rest
 
 
 def _complete_operation(path: str, op: dict[str, Any], client_keys: bool) -> None:
@@ -71,9 +121,9 @@ def _complete_operation(path: str, op: dict[str, Any], client_keys: bool) -> Non
     if op.get("parameters") or body:
         statuses.add(422)
     if body:
-        statuses |= {413, 415}
-        if "multipart/form-data" in body or "application/x-www-form-urlencoded" in body:
-            statuses.add(400)
+        statuses |= {400, 413, 415}
+    for param in op.get("parameters", []):
+        _no_null(param.get("schema", {}))
     if client_keys and needs_client_key(path):
         statuses.add(401)
         op["security"] = [{"ClientKey": []}]

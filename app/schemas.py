@@ -1,7 +1,8 @@
 """The gateway's request and response bodies (they are what ``/docs`` shows).
 
 Request bodies are strict: a boolean is ``true`` or ``false`` (not ``0``), a number is a JSON number (not a
-string), a name is never empty, and an unknown field is refused rather than ignored.
+string; ``2.0`` is the integer 2, as JSON Schema has it), a name is never empty, and an unknown field is refused
+rather than ignored.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 JobStatus = Literal["queued", "started", "finished", "failed", "canceled"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -25,6 +26,15 @@ def _form_bool(v: Any) -> Any:
 
 
 FormBool = Annotated[bool, BeforeValidator(_form_bool)]
+
+
+def _json_number(v: Any) -> Any:
+    if isinstance(v, (bool, str)):  # pydantic's lax mode would take true as 1 and "2" as 2
+        raise ValueError("a JSON number is needed")
+    return v
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
 
 
 class ErrorBody(BaseModel):
@@ -50,7 +60,7 @@ class Problem(BaseModel):
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(extra="forbid")
 
 
 class InputInfo(BaseModel):
@@ -202,7 +212,7 @@ class VersionList(BaseModel):
 
 
 class PromoteRequest(_Request):
-    version: int = Field(ge=1, description="the version to make active")
+    version: JsonInt = Field(ge=1, description="the version to make active")
     by: Name | None = Field(None, description="who promotes (recorded)")
 
 
@@ -237,7 +247,7 @@ class TrainingRunRequest(_Request):
         description="the model the run makes a version of (default: the stage's "
         "name); its architecture must be the stage's",
     )
-    scale: int | None = Field(None, ge=2, le=8, description="default: SRGAN_DEFAULT_SCALE")
+    scale: JsonInt | None = Field(None, ge=2, le=8, description="default: SRGAN_DEFAULT_SCALE")
     data: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
         min_length=1,
         max_length=100,
@@ -249,7 +259,7 @@ class TrainingRunRequest(_Request):
     recipe: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
         None, description="a shipped recipe (`espcn_cpu`, `srresnet_gpu`, ...) or a TOML file the training worker sees"
     )
-    steps: int | None = Field(None, ge=1, le=100_000_000, description="training steps (default: the recipe's)")
+    steps: JsonInt | None = Field(None, ge=1, le=100_000_000, description="training steps (default: the recipe's)")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         max_length=100,
@@ -261,7 +271,7 @@ class TrainingRunRequest(_Request):
         "`NAME` or `NAME@VERSION` (a registered version), or `scratch` "
         "(default: scratch; the srgan stage starts from the active srresnet)",
     )
-    auto_promote: bool = Field(False, description="promote the new version if it passes the quality gate")
+    auto_promote: StrictBool = Field(False, description="promote the new version if it passes the quality gate")
     by: Name | None = Field(None, description="who asks (recorded on the version)")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
+from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics, schemas
@@ -24,6 +25,7 @@ from app.admin import ADMIN_RESPONSES, AdminDep
 from app.deps import GatewayDep, no_empty_form_fields
 from app.errors import ApiError, responses
 from app.service import Gateway
+from model.zoo import SPECS
 
 router = APIRouter(prefix="/v1", tags=["models"])
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ REGISTRY_ERROR_STATUS = {
     "unknown_version": 404,
     "already_registered": 409,
     "nothing_to_roll_back": 409,
-    "weightless_model": 422,
+    "weightless_model": 404,  # an interpolation has no versions: none to list, get, promote or add to
     "invalid_card": 422,
     "wrong_architecture": 422,
     "invalid_weights": 422,
@@ -42,6 +44,16 @@ REGISTRY_ERROR_STATUS = {
     "no_gate_set": 500,
 }
 
+# The models that have versions, as the documented shape of ``{name}`` (``espcn`` or ``espcn_x2``); the route
+# still answers any other name itself (404 unknown_model or weightless_model), so this only documents.
+_NAME_PATTERN = rf"^({'|'.join(n for n, spec in SPECS.items() if not spec.weightless)})(_x[1-8])?$"
+NameParam = Annotated[
+    str,
+    PathParam(
+        description="a model that has versions, `NAME` or `NAME_xSCALE`",
+        json_schema_extra={"pattern": _NAME_PATTERN},
+    ),
+]
 ScaleParam = Annotated[
     int | None, Query(ge=1, le=8, description="scale, when `name` does not say it (default: SRGAN_DEFAULT_SCALE)")
 ]
@@ -127,7 +139,7 @@ def _by(by: str | None, default: str = "admin API") -> str:
     responses=responses(*ADMIN_RESPONSES, 404, 422),
     summary="Every version of a model (admin)",
 )
-def list_versions(name: str, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionList:
+def list_versions(name: NameParam, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionList:
     from model.registry import RegistryError
 
     name, scale = _series(gw, name, scale)
@@ -149,7 +161,7 @@ def list_versions(name: str, gw: GatewayDep, scale: ScaleParam = None) -> schema
     responses=responses(*ADMIN_RESPONSES, 404, 422),
     summary="One version of a model (admin)",
 )
-def get_version(name: str, version: int, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionInfo:
+def get_version(name: NameParam, version: int, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionInfo:
     from model.registry import RegistryError
 
     name, scale = _series(gw, name, scale)
@@ -174,7 +186,7 @@ def get_version(name: str, version: int, gw: GatewayDep, scale: ScaleParam = Non
     "`promote` makes it active at once if it passed the gate.",
 )
 def upload_version(
-    name: str,
+    name: NameParam,
     gw: GatewayDep,
     response: Response,
     weights: Annotated[UploadFile, File(description="the weights, a .safetensors file")],
@@ -280,7 +292,7 @@ async def _activation(gw: Gateway, action: str, change, name: str, scale: int, w
     "two batches. With `wait`, answers once they all have (or the wait is over).",
 )
 async def promote(
-    name: str, gw: GatewayDep, body: schemas.PromoteRequest, scale: ScaleParam = None, wait: WaitParam = 0.0
+    name: NameParam, gw: GatewayDep, body: schemas.PromoteRequest, scale: ScaleParam = None, wait: WaitParam = 0.0
 ) -> schemas.Activation:
     from model.registry import RegistryError
 
@@ -300,7 +312,7 @@ async def promote(
     summary="Go back to the version active before the current one (admin)",
 )
 async def rollback(
-    name: str,
+    name: NameParam,
     gw: GatewayDep,
     body: Annotated[schemas.RollbackRequest | None, Body()] = None,
     scale: ScaleParam = None,
