@@ -3,9 +3,8 @@
 Every admin route answers 403 while no key is configured (with how to enable them) and 401 with a
 ``WWW-Authenticate`` challenge to a missing or wrong ``Authorization: Bearer <key>``; never 404 or 2xx without
 the key (``OPTIONS``, which only lists the allowed methods, is let through). :class:`AdminGuard` checks before
-the request body is read (a multipart weights upload is not parsed
-for a stranger), and :data:`AdminDep` checks again on each route (and documents the scheme in ``/docs``);
-both call :func:`check`.
+the request body is read (a multipart weights upload is not parsed for a stranger), and :data:`AdminDep`
+checks again on each route (and documents the scheme in ``/docs``); both call :func:`check`.
 """
 
 from __future__ import annotations

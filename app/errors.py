@@ -118,8 +118,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
         message = f"{request.method} is not allowed on {request.url.path}; it allows {headers['Allow']}"
     elif exc.status_code == 404 and exc.detail == "Not Found":
         message = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 400:
-        message = "the request body could not be parsed (malformed multipart, or JSON that is not UTF-8)"
+    elif exc.status_code == 400:  # FastAPI's or Starlette's: the body could not be parsed
+        detail = "" if exc.detail == "There was an error parsing the body" else f": {exc.detail}"
+        message = f"the request body could not be parsed (malformed multipart, or JSON that is not UTF-8){detail}"
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, code, message, headers or None)

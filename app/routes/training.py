@@ -38,7 +38,7 @@ def _resource(gw: Gateway, job) -> schemas.TrainingRun:
         stage=m.get("stage", ""),
         step=int(m.get("step") or 0),
         total_steps=m.get("total_steps"),
-        progress=round(view.progress, 4),
+        progress=round(view.progress, 6),  # 4 places would show 0 for the first 50 of 100k steps
         metrics=schemas.TrainingMetrics(
             losses=m.get("losses") or {},
             lr=m.get("lr"),
