@@ -2,9 +2,9 @@
 
 Every admin route answers 403 while no key is configured (with how to enable them) and 401 with a
 ``WWW-Authenticate`` challenge to a missing or wrong ``Authorization: Bearer <key>``; never 404 or 2xx without
-the key. :class:`AdminGuard` checks before the request body is read (a multipart weights upload is not parsed
-for a stranger), and :data:`AdminDep` checks again on each route (and documents the scheme in ``/docs``);
-both call :func:`check`.
+the key (``OPTIONS``, which only lists the allowed methods, is let through). :class:`AdminGuard` checks before
+the request body is read (a multipart weights upload is not parsed for a stranger), and :data:`AdminDep`
+checks again on each route (and documents the scheme in ``/docs``); both call :func:`check`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class AdminGuard:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_admin_path(scope["path"]):
+        if scope["type"] == "http" and scope["method"] != "OPTIONS" and is_admin_path(scope["path"]):
             header = dict(scope["headers"]).get(b"authorization")
             err = check(self.settings, header.decode("latin-1") if header is not None else None)
             if err is not None:

@@ -9,6 +9,7 @@ environment variable prefixed ``SRGAN_``.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -42,11 +43,21 @@ class Settings(ServiceSettings):
         description="bearer token of the admin routes (model versions, "
         "training runs): `Authorization: Bearer <key>`; empty: they answer 403",
     )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="client keys, comma-separated: when set (or `api_keys_file`), every `/v1/` request but the "
+        "public model list needs `Authorization: Bearer <key>` (401 without); empty: open mode",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="a file of client keys, one a line, or each key's sha256 as `sha256:<hex>` or 64 hex digits "
+        "(`#` starts a comment); re-read when it changes; a missing file stops the gateway from starting",
+    )
     max_model_upload_bytes: int = Field(
         200_000_000, ge=1, description="largest weights file accepted by `POST /v1/models/{name}/versions` (413 above)"
     )
 
-    @field_validator("admin_key", mode="before")
+    @field_validator("admin_key", "api_keys", "api_keys_file", mode="before")
     @classmethod
     def _empty_key_is_none(cls, v):
         return None if isinstance(v, str) and not v.strip() else v

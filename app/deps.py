@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 
 from app.config import Settings
 from app.service import Gateway
@@ -20,5 +21,30 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.gateway.settings
 
 
+async def get_client(request: Request) -> str | None:
+    """The caller's client id (12 hex digits of its key's sha256, set by :class:`app.auth.ClientGuard`), or
+    None in open mode."""
+    return getattr(request.state, "client", None)
+
+
+def no_empty_form_fields(*names: str):
+    """A route dependency refusing these multipart fields when sent empty: FastAPI takes an empty form field
+    as absent (what a browser sends for an untouched input), so ``model=""`` would silently mean the default."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # the form FastAPI parsed for the route (Starlette keeps it)
+        empty = [n for n in names if "" in form.getlist(n)]
+        if empty:
+            raise RequestValidationError(
+                [
+                    {"type": "string_too_short", "loc": ("body", n), "msg": "empty: leave it out for the default"}
+                    for n in empty
+                ]
+            )
+
+    return Depends(check)
+
+
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClientDep = Annotated[str | None, Depends(get_client)]

@@ -1,24 +1,39 @@
-"""One error shape for every 4xx and 5xx: ``{"error": {"code": "...", "message": "..."}}``.
+"""One error shape for every 4xx and 5xx: an RFC 9457 problem (``application/problem+json``) with a stable
+``code``, which also keeps the ``{"error": {"code", "message"}}`` object of the first API version::
 
-Routes raise :class:`ApiError`; FastAPI's validation errors, Starlette's 404/405 for unknown routes and any
-unexpected exception are rewritten into the same shape by the handlers :func:`install` registers.
+    {"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+     "detail": "the JPEG is truncated or corrupt: ...", "code": "corrupt_image",
+     "error": {"code": "corrupt_image", "message": "the JPEG is truncated or corrupt: ..."}}
+
+Routes raise :class:`ApiError`; FastAPI's validation errors (422, with ``errors`` naming each field), a body it
+cannot parse (400), Starlette's 404/405 for unknown routes and methods (405 with an ``Allow`` header that lists
+every method of the path; ``OPTIONS`` answers 204 with it) and any unexpected exception are rewritten into the
+same shape by the handlers :func:`install` registers. :func:`document` makes ``/openapi.json`` say exactly that.
 """
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from app.schemas import ErrorResponse
-
-__all__ = ["ApiError", "install", "error_response", "responses", "IMAGE_ERROR_STATUS"]
+__all__ = [
+    "ApiError",
+    "install",
+    "error_response",
+    "responses",
+    "IMAGE_ERROR_STATUS",
+    "PROBLEM_MEDIA_TYPE",
+]
 
 log = logging.getLogger(__name__)
+PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 # Image refusals (model.imageio error codes) -> HTTP status.
 IMAGE_ERROR_STATUS = {
@@ -31,7 +46,7 @@ IMAGE_ERROR_STATUS = {
 }
 
 _GENERIC_CODES = {
-    400: "bad_request",
+    400: "malformed_body",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -48,7 +63,7 @@ _GENERIC_CODES = {
 
 
 class ApiError(StarletteHTTPException):
-    """An error answered as ``{"error": {"code", "message"}}`` with ``status`` (and optional headers)."""
+    """An error answered as a problem with ``status``, ``code``, ``message`` (and optional headers)."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(status_code=status, detail=message, headers=headers)
@@ -56,29 +71,68 @@ class ApiError(StarletteHTTPException):
         self.message = message
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": message,
+        "code": code,
+        "error": {"code": code, "message": message},
+        **extra,
+    }
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's own 405 names only the first route's). Asks
+    each route whether it fully matches the path with each method (only on a 405, so the cost does not matter)."""
+    methods = {"OPTIONS"}
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            methods.add(method)
+    return sorted(methods)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     code = _GENERIC_CODES.get(exc.status_code, "error")
-    if exc.status_code == 404 and exc.detail == "Not Found":
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=headers)
+        message = f"{request.method} is not allowed on {request.url.path}; it allows {headers['Allow']}"
+    elif exc.status_code == 404 and exc.detail == "Not Found":
         message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 400:  # FastAPI's or Starlette's: the body could not be parsed
+        detail = "" if exc.detail == "There was an error parsing the body" else f": {exc.detail}"
+        message = f"the request body could not be parsed (malformed multipart, or JSON that is not UTF-8){detail}"
     else:
         message = str(exc.detail)
-    return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+    return error_response(exc.status_code, code, message, headers or None)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    parts = []
+    fields = []
     for e in exc.errors():
         loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path", "header"))
-        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
-    return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+        fields.append({"field": loc, "message": str(e.get("msg"))})
+    message = "; ".join(f"{f['field']}: {f['message']}" if f["field"] else f["message"] for f in fields)
+    return error_response(422, "invalid_request", message or "invalid request", errors=fields)
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
@@ -112,19 +166,22 @@ def install(app: FastAPI) -> None:
 
 
 def responses(*statuses: int) -> dict[int, dict]:
-    """OpenAPI ``responses=`` entries documenting the error shape for these statuses."""
-    return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(s, "error")} for s in statuses}
+    """OpenAPI ``responses=`` entries for these error statuses (:func:`app.openapi.document` gives them the
+    problem schema and media type)."""
+    return {s: {"description": DESCRIPTIONS.get(s, HTTPStatus(s).phrase)} for s in statuses}
 
 
-_DESCRIPTIONS = {
-    401: "admin route: the `Authorization: Bearer` admin key is missing or wrong",
+DESCRIPTIONS = {
+    400: "the body could not be parsed (malformed multipart, or JSON that is not UTF-8)",
+    401: "a key is needed: `Authorization: Bearer <key>` (a client key, or on admin routes SRGAN_ADMIN_KEY)",
     403: "admin route: the admin API is disabled (no SRGAN_ADMIN_KEY on the gateway)",
     404: "unknown or expired job (or model version, training run)",
     409: "conflict: not ready, not cancelable, or an idempotency key reused with other bytes",
     410: "the result has expired",
-    413: "upload or image too large",
-    415: "not an image, or not a multipart upload",
-    422: "invalid field, unknown model, corrupt image or too many output pixels",
+    413: "request body, upload or image too large",
+    415: "not an image, not a supported image, or the wrong body media type",
+    422: "invalid field (each named in `errors`), unknown model, corrupt image or too many output pixels",
     429: "queue full: retry after the Retry-After header's seconds",
-    503: "not ready: Redis or workers unavailable",
+    500: "internal error (see the gateway's log)",
+    503: "not ready, or Redis does not answer: retry after the Retry-After header's seconds",
 }

@@ -1,7 +1,9 @@
 """The HTTP gateway: ``create_app()`` builds it; the lifespan opens and closes the Redis pool and the
 job-event listener. Run it with ``srgan serve`` (or ``uvicorn --factory app.main:create_app``).
 
-The gateway only checks, stores and queues: it reads image headers, never decodes pixels, and never computes.
+The gateway only checks, stores and queues: it reads image headers and checks an upload's body as cheaply as its
+format allows (``model.imagecheck``), and never computes. In front of the routes: ``MetricsMiddleware``, then
+``AdminGuard`` and ``ClientGuard`` (keys, before any body is read), then ``BodyGuard`` (sizes and media types).
 """
 
 from __future__ import annotations
@@ -10,79 +12,20 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
 from app.admin import AdminGuard
+from app.auth import ClientGuard, ClientKeys
 from app.config import Settings, get_settings
+from app.guards import BodyGuard
 from app.metrics import MetricsMiddleware
+from app.openapi import document
 from app.routes import health, jobs, models, training, ui, upscale
 from app.service import Gateway
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-UPLOAD_PATH = "/v1/upscale"
-
-
-class UploadGuard:
-    """Refuses an upload before FastAPI parses it: not multipart (415), or larger than the limit (413, from
-    Content-Length when given, else by counting the body as it streams in)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != UPLOAD_PATH:
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
-        if not ctype.startswith("multipart/form-data"):
-            await self._refuse(
-                scope,
-                receive,
-                send,
-                415,
-                "unsupported_media_type",
-                f"send the image as multipart/form-data (field `file`), not {ctype or 'no type'}",
-            )
-            return
-        limit = self.max_bytes + 64 * 1024  # room for the multipart framing and the form fields
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            await self._refuse(
-                scope,
-                receive,
-                send,
-                413,
-                "upload_too_large",
-                f"the request is {int(length):,} bytes; uploads are limited to {self.max_bytes:,}",
-            )
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise errors.ApiError(
-                        413, "upload_too_large", f"the upload is larger than {self.max_bytes:,} bytes"
-                    )
-            return message
-
-        await self.app(scope, counted, send)
-
-    @staticmethod
-    async def _refuse(scope, receive, send, status: int, code: str, message: str) -> None:
-        from app.metrics import JOBS_REJECTED
-
-        JOBS_REJECTED.labels(code).inc()
-        await errors.error_response(status, code, message, {"Connection": "close"})(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -104,13 +47,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="Image super-resolution: POST an image, get a job, fetch the upscaled result. "
-        'Every error is `{"error": {"code", "message"}}`. The admin routes (model '
-        "versions, training runs) need `Authorization: Bearer <SRGAN_ADMIN_KEY>`.",
+        "Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`, and keeps the "
+        '`{"error": {"code", "message"}}` object of the first version. With client keys configured, `/v1/` '
+        "routes need `Authorization: Bearer <client key>`; the admin routes (model versions, training runs) "
+        "need `Authorization: Bearer <SRGAN_ADMIN_KEY>`.",
     )
     errors.install(app)
     for r in (upscale.router, jobs.router, models.router, training.router, health.router, ui.router):
         app.include_router(r)
-    app.add_middleware(UploadGuard, max_bytes=settings.max_upload_bytes)
+    keys = ClientKeys.from_settings(settings)
+    document(app, keys)
+    # Outermost last: metrics see everything; keys are checked before any body is looked at.
+    app.add_middleware(BodyGuard, settings=settings)
+    app.add_middleware(ClientGuard, keys=keys)
     app.add_middleware(AdminGuard, settings=settings)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -26,6 +26,8 @@ __all__ = [
     "ACTIVE_VERSION",
     "TRAINING_QUEUE_DEPTH",
     "LONG_POLL_WAITERS",
+    "CLIENT_REQUESTS",
+    "CLIENT_AUTH_FAILURES",
     "MetricsMiddleware",
     "route_template",
 ]
@@ -70,6 +72,13 @@ ACTIVE_VERSION = Gauge(
 )
 LONG_POLL_WAITERS = Gauge("srgan_long_poll_waiters", "Requests waiting on a job's end right now (read at scrape time)")
 TRAINING_QUEUE_DEPTH = Gauge("srgan_training_queue_depth_runs", "Training runs waiting (read at scrape time)")
+# Client keys (app/auth.py): a client is the first 12 hex digits of its key's sha256, never the key.
+CLIENT_REQUESTS = Counter(
+    "srgan_client_requests_total", "Requests with a valid client key, by client (its key's short sha256)", ["client"]
+)
+CLIENT_AUTH_FAILURES = Counter(
+    "srgan_client_auth_failures_total", "Requests refused for want of a valid client key", ["reason"]
+)
 
 
 def route_template(scope: Scope) -> str:

@@ -1,13 +1,40 @@
-"""The gateway's response bodies (they are what ``/docs`` shows)."""
+"""The gateway's request and response bodies (they are what ``/docs`` shows).
+
+Request bodies are strict: a boolean is ``true`` or ``false`` (not ``0``), a number is a JSON number (not a
+string; ``2.0`` is the integer 2, as JSON Schema has it), a name is never empty, and an unknown field is refused
+rather than ignored.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 JobStatus = Literal["queued", "started", "finished", "failed", "canceled"]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _form_bool(v: Any) -> Any:
+    """A multipart form's boolean: the text ``true`` or ``false`` (any case), nothing else."""
+    if isinstance(v, str):
+        if v.lower() in ("true", "false"):
+            return v.lower() == "true"
+        raise ValueError("a boolean form field is `true` or `false`")
+    return v
+
+
+FormBool = Annotated[bool, BeforeValidator(_form_bool)]
+
+
+def _json_number(v: Any) -> Any:
+    if isinstance(v, (bool, str)):  # pydantic's lax mode would take true as 1 and "2" as 2
+        raise ValueError("a JSON number is needed")
+    return v
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
 
 
 class ErrorBody(BaseModel):
@@ -15,8 +42,25 @@ class ErrorBody(BaseModel):
     message: str = Field(description="what went wrong, for a human")
 
 
-class ErrorResponse(BaseModel):
-    error: ErrorBody
+class FieldError(BaseModel):
+    field: str = Field(description="the field, dotted (`overrides.lr`; empty for the body as a whole)")
+    message: str
+
+
+class Problem(BaseModel):
+    """Every error (RFC 9457 ``application/problem+json``)."""
+
+    type: str = Field("about:blank", description="always `about:blank`: `code` says which error this is")
+    title: str = Field(description="the HTTP status phrase")
+    status: int = Field(description="the HTTP status code")
+    detail: str = Field(description="what went wrong, for a human")
+    code: str = Field(description="stable, machine-readable: e.g. `corrupt_image`, `queue_full`, `unauthorized`")
+    error: ErrorBody = Field(description="`code` and `detail` again, as the first API version sent them")
+    errors: list[FieldError] | None = Field(None, description="with `invalid_request`: each invalid field")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 class InputInfo(BaseModel):
@@ -167,13 +211,13 @@ class VersionList(BaseModel):
     versions: list[VersionInfo]
 
 
-class PromoteRequest(BaseModel):
-    version: int = Field(ge=1, description="the version to make active")
-    by: str | None = Field(None, max_length=200, description="who promotes (recorded)")
+class PromoteRequest(_Request):
+    version: JsonInt = Field(ge=1, description="the version to make active")
+    by: Name | None = Field(None, description="who promotes (recorded)")
 
 
-class RollbackRequest(BaseModel):
-    by: str | None = Field(None, max_length=200, description="who rolls back (recorded)")
+class RollbackRequest(_Request):
+    by: Name | None = Field(None, description="who rolls back (recorded)")
 
 
 class Rollout(BaseModel):
@@ -196,35 +240,39 @@ class Activation(BaseModel):
 # -- training runs (admin) ------------------------------------------------------------------------------------
 
 
-class TrainingRunRequest(BaseModel):
+class TrainingRunRequest(_Request):
     stage: Literal["srresnet", "srgan", "espcn", "srcnn"]
-    model: str | None = Field(
+    model: Name | None = Field(
         None,
         description="the model the run makes a version of (default: the stage's "
         "name); its architecture must be the stage's",
     )
-    scale: int | None = Field(None, ge=2, le=8, description="default: SRGAN_DEFAULT_SCALE")
-    data: list[str] = Field(
+    scale: JsonInt | None = Field(None, ge=2, le=8, description="default: SRGAN_DEFAULT_SCALE")
+    data: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
         min_length=1,
+        max_length=100,
         description="folders of HR training images, as the training worker sees them (searched recursively)",
     )
-    val: list[str] | None = Field(None, description="HR folders validated during the run (default: the gate set)")
-    recipe: str | None = Field(
+    val: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        None, max_length=100, description="HR folders validated during the run (default: the gate set)"
+    )
+    recipe: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
         None, description="a shipped recipe (`espcn_cpu`, `srresnet_gpu`, ...) or a TOML file the training worker sees"
     )
-    steps: int | None = Field(None, ge=1, description="training steps (default: the recipe's)")
+    steps: JsonInt | None = Field(None, ge=1, le=100_000_000, description="training steps (default: the recipe's)")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
+        max_length=100,
         description='any other training config field, e.g. {"lr": 1e-4, "batch_size": 8, "val_every": 500}',
     )
-    init: str | None = Field(
+    init: Name | None = Field(
         None,
         description="start from: `active` (fine-tune the model's active version), "
         "`NAME` or `NAME@VERSION` (a registered version), or `scratch` "
         "(default: scratch; the srgan stage starts from the active srresnet)",
     )
-    auto_promote: bool = Field(False, description="promote the new version if it passes the quality gate")
-    by: str | None = Field(None, max_length=200, description="who asks (recorded on the version)")
+    auto_promote: StrictBool = Field(False, description="promote the new version if it passes the quality gate")
+    by: Name | None = Field(None, description="who asks (recorded on the version)")
 
 
 class TrainingMetrics(BaseModel):

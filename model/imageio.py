@@ -7,7 +7,8 @@ it came (grey or colour, 8 or 16 bits, the ICC profile). ``encode`` writes the u
 alpha with bicubic and restores the mode.
 
 Refusals are :class:`ImageError` subclasses with a stable ``code``. The pixel limit is checked from the header
-before anything is decoded, so decompression bombs are never expanded.
+before anything is decoded, so decompression bombs are never expanded. The gateway checks an upload's body
+with :func:`model.imagecheck.verify`, so what it accepts, ``decode`` can decode.
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "MPO")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, what Pillow uses for RGB -> L
 _PNG16_MODES = {2: "RGB;16", 4: "LA;16", 6: "RGBA;16"}  # PNG colour type -> our name for the mode
+_SIGNATURES = (
+    ("PNG", b"\x89PNG\r\n\x1a\n"),
+    ("JPEG", b"\xff\xd8\xff"),
+    ("GIF", b"GIF87a"),
+    ("GIF", b"GIF89a"),
+    ("TIFF", b"II*\x00"),
+    ("TIFF", b"MM\x00*"),
+)
+_BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)  # the DIB header versions: what makes "BM" a BMP
+# Modes the decoder cannot turn into colour for the engine (refused from the header, not in the worker).
+_UNSUPPORTED_MODES = {
+    "F": "floating-point (mode F) images are not supported; send 8- or 16-bit images",
+    "La": "images with premultiplied grey alpha (mode La) are not supported",
+}
 
 # We enforce our own pixel limit before decoding; Pillow's global one would fire with a less helpful message.
 Image.MAX_IMAGE_PIXELS = None
@@ -131,6 +146,18 @@ def _png_header(data: bytes) -> tuple[int, int, int, int] | None:
     return None
 
 
+def _signature(data: bytes) -> str | None:
+    """The supported format whose magic bytes ``data`` starts with, else None."""
+    for fmt, magic in _SIGNATURES:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[:2] == b"BM" and len(data) >= 18 and struct.unpack_from("<I", data, 14)[0] in _BMP_HEADER_SIZES:
+        return "BMP"
+    return None
+
+
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise NotAnImageError("the upload is empty (0 bytes)")
@@ -139,6 +166,9 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        fmt = _signature(data)
+        if fmt is not None:  # it says what it is, but Pillow cannot read its header: a damaged file
+            raise CorruptImageError(f"the data starts like a {fmt} but its header is truncated or corrupt") from None
         raise NotAnImageError(
             f"the data is not an image in a supported format ({', '.join(f for f in INPUT_FORMATS if f != 'MPO')})"
         ) from None
@@ -171,6 +201,8 @@ def probe(source: bytes | str | Path | BinaryIO, max_pixels: int | None = DEFAUL
         raise EmptyImageError(f"the image has no pixels ({w}x{h})")
     if max_pixels is not None and w * h > max_pixels:
         raise TooManyPixelsError(f"the image has {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
+    if info.mode in _UNSUPPORTED_MODES:
+        raise UnsupportedImageError(_UNSUPPORTED_MODES[info.mode])
     return info
 
 
@@ -206,8 +238,6 @@ def _from_pil(im: Image.Image, info: ImageInfo, icc: bytes | None) -> DecodedIma
         arr = np.asarray(im, dtype=np.float32)
         grey = torch.from_numpy(np.clip(arr / 65535.0, 0, 1))
         return DecodedImage(grey.expand(3, -1, -1).contiguous(), None, True, 16, icc, info)
-    if mode == "F":
-        raise UnsupportedImageError("floating-point (mode F) images are not supported; send 8- or 16-bit images")
     grey = mode in ("1", "L", "LA")
     if mode in ("LA", "RGBA"):
         alpha = np.asarray(im.getchannel("A")).copy()

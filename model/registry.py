@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from model.card import read_json
 from model.clock import iso_now
 from model.specs import (
     SPECS,
@@ -664,7 +665,7 @@ class Registry:
         if isinstance(card, dict):
             return card
         try:
-            data = json.loads(card if isinstance(card, bytes) else Path(card).read_text())
+            data = read_json(card if isinstance(card, bytes) else Path(card).read_bytes())  # bounded size and depth
         except FileNotFoundError:
             raise RegistryError("invalid_card", f"no model card: {card} is missing") from None
         except (ValueError, UnicodeDecodeError) as e:

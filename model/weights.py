@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.archs import ARCHS
+from model.card import CARD_FORMAT, CardError, read_json, validate_card
 from model.clock import iso_now
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "CARD_FORMAT",
 ]
 
-CARD_FORMAT = "srgan-service/model-card/1"
 # Prefixes that wrappers add to parameter names (DDP, torch.compile); stripped on save and load.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -69,10 +69,12 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
+        """A card from its parsed JSON, checked against the schema (:func:`model.card.validate_card`)."""
+        try:
+            validate_card(d)
+        except CardError as e:
+            raise WeightsError(f"invalid model card: {e}") from None
         known = set(cls.__dataclass_fields__)
-        missing = {"name", "arch", "scale"} - set(d)
-        if missing:
-            raise WeightsError(f"model card lacks required field(s): {', '.join(sorted(missing))}")
         card = cls(**{k: v for k, v in d.items() if k in known})
         card.input_range, card.output_range = tuple(card.input_range), tuple(card.output_range)
         return card
@@ -133,13 +135,11 @@ def load_card(path: str | Path) -> ModelCard:
     """Read the card beside ``path`` (either the .safetensors or the .json)."""
     card_path = Path(path).with_suffix(".json")
     try:
-        data = json.loads(card_path.read_text())
+        data = read_json(card_path.read_bytes())
     except FileNotFoundError:
         raise WeightsError(f"model card {card_path} is missing") from None
-    except json.JSONDecodeError as e:
-        raise WeightsError(f"model card {card_path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"model card {card_path} is not a JSON object")
+    except CardError as e:
+        raise WeightsError(f"model card {card_path}: {e}") from None
     return ModelCard.from_dict(data)
 
 

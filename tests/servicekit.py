@@ -236,11 +236,15 @@ def enqueue_upscale(store, data: bytes, model: str, scale: int = 4, fmt: str = "
     return rec.id
 
 
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "error"}
+
+
 def assert_error(r: httpx.Response, status: int, code: str) -> dict:
     assert r.status_code == status, f"{r.status_code} {r.text[:300]}"
-    body = r.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
+    body = r.json()  # an RFC 9457 problem that keeps the first version's {"error": {"code", "message"}}
+    assert r.headers["content-type"] == "application/problem+json", r.headers.get("content-type")
+    assert PROBLEM_FIELDS <= set(body) <= {*PROBLEM_FIELDS, "errors"}, body
+    assert body["error"] == {"code": body["code"], "message": body["detail"]} and body["status"] == status, body
     assert body["error"]["code"] == code, body
     assert body["error"]["message"], body
     return body["error"]

@@ -179,8 +179,8 @@ def test_bad_requests_get_the_right_status_and_one_error_shape(stack, case):
         bad = bytearray(good)
         bad[80:100] = bytes(20)
         assert_error(submit(c, bytes(bad)), 422, "corrupt_image")
-    elif case == "garbled_header":
-        assert_error(submit(c, good[:16] + b"\xff" * 13 + good[29:]), 415, "not_an_image")
+    elif case == "garbled_header":  # a PNG signature, then garbage: a damaged PNG, not "not an image"
+        assert_error(submit(c, good[:16] + b"\xff" * 13 + good[29:]), 422, "corrupt_image")
     elif case == "bomb":  # a header claiming 100000 x 100000 pixels: refused from the header alone
         assert_error(submit(c, resized_header(100_000, 100_000)), 413, "too_many_pixels")
     elif case == "zero_size":
@@ -226,18 +226,29 @@ def test_pinned_version_is_honoured(stack):
     assert job["model_version"] == 1 and job["model_sha256"] == sha
 
 
-def test_truncated_jpeg_fails_the_job_with_a_clear_error(stack):
-    """A JPEG cut short passes the header check; the worker's decode fails the job, not the worker."""
+TRUNCATED_UPLOADS = {
+    "JPEG": {"quality": 90},
+    "WEBP": {"quality": 80},
+    "BMP": {},
+    "TIFF": {"compression": "tiff_lzw"},
+    "GIF": {},
+    "PNG": {},
+}
+
+
+@pytest.mark.parametrize("fmt", TRUNCATED_UPLOADS)
+def test_truncated_uploads_of_every_format_are_refused_at_the_door(stack, fmt):
+    """A file cut short is a 422 ``corrupt_image`` at upload, never a 202 whose job fails in the worker; the
+    whole file is accepted and upscaled."""
     buf = io.BytesIO()
-    Image.fromarray(photo(size=(64, 64))).save(buf, "JPEG", quality=90)
-    jpeg = buf.getvalue()
-    r = submit(stack["client"], jpeg[: len(jpeg) * 3 // 4], model="bicubic")
-    assert r.status_code == 202, r.text
-    j = stack["client"].get(r.json()["links"]["self"], params={"wait": 30}).json()
-    assert j["status"] == "failed" and j["error"]["code"] == "corrupt_image", j
-    assert_error(stack["client"].get(r.json()["links"]["result"]), 409, "job_failed")
-    job, _ = run_job(stack["client"], png(photo(size=(16, 16))), model="bicubic")
-    assert job["status"] == "finished"
+    Image.fromarray(photo("coffee", size=(48, 64), top=100, left=250)).save(buf, fmt, **TRUNCATED_UPLOADS[fmt])
+    data = buf.getvalue()
+    for keep in (0.5, 0.9):
+        e = assert_error(submit(stack["client"], data[: int(len(data) * keep)], model="bicubic"), 422, "corrupt_image")
+        assert "truncated" in e["message"] or "corrupt" in e["message"], e
+    job, out = run_job(stack["client"], data, model="bicubic")
+    assert job["status"] == "finished" and job["input"]["format"] == fmt
+    assert Image.open(io.BytesIO(out)).size == (256, 192)
 
 
 def test_idempotency_key(stack):
@@ -280,8 +291,11 @@ def test_models_health_docs(stack):
     assert {"/v1/upscale", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/models", "/readyz"} <= set(
         spec["paths"]
     )
-    assert "ErrorResponse" in spec["components"]["schemas"] and "Job" in spec["components"]["schemas"]
-    assert "429" in spec["paths"]["/v1/upscale"]["post"]["responses"]
+    assert "Problem" in spec["components"]["schemas"] and "Job" in spec["components"]["schemas"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    post = spec["paths"]["/v1/upscale"]["post"]["responses"]
+    assert {"202", "400", "409", "413", "415", "422", "429", "500", "503"} == set(post)
+    assert post["422"]["content"] == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     assert c.get("/docs").status_code == 200
 
 

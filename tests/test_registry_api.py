@@ -165,7 +165,8 @@ def test_upload_list_promote_rollback(svc):
     assert_error(admin.post("/v1/models/espcn/promote", json={"version": 99}), 404, "unknown_version")
     assert_error(admin.post("/v1/models/espcn/promote", json={"version": "two"}), 422, "invalid_request")
     assert_error(admin.post("/v1/models/espcn/promote", json={}), 422, "invalid_request")
-    assert_error(admin.post("/v1/models/bicubic/promote", json={"version": 1}), 422, "weightless_model")
+    assert_error(admin.post("/v1/models/bicubic/promote", json={"version": 1}), 404, "weightless_model")
+    assert_error(admin.get("/v1/models/bicubic/versions"), 404, "weightless_model")
     assert_error(admin.post("/v1/models/espcn/promote", json={"version": 1}, params={"scale": 5}), 404, "unknown_model")
     assert_error(admin.get("/v1/models/espcn/versions/9"), 404, "unknown_version")
 

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
+from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics, schemas
 from app.admin import ADMIN_RESPONSES, AdminDep
-from app.deps import GatewayDep
+from app.deps import GatewayDep, no_empty_form_fields
 from app.errors import ApiError, responses
 from app.service import Gateway
+from model.zoo import SPECS
 
 router = APIRouter(prefix="/v1", tags=["models"])
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ REGISTRY_ERROR_STATUS = {
     "unknown_version": 404,
     "already_registered": 409,
     "nothing_to_roll_back": 409,
-    "weightless_model": 422,
+    "weightless_model": 404,  # an interpolation has no versions: none to list, get, promote or add to
     "invalid_card": 422,
     "wrong_architecture": 422,
     "invalid_weights": 422,
@@ -41,8 +43,17 @@ REGISTRY_ERROR_STATUS = {
     "quality_gate_failed": 422,
     "no_gate_set": 500,
 }
-_MAX_CARD_BYTES = 1_000_000
 
+# The models that have versions, as the documented shape of ``{name}`` (``espcn`` or ``espcn_x2``); the route
+# still answers any other name itself (404 unknown_model or weightless_model), so this only documents.
+_NAME_PATTERN = rf"^({'|'.join(n for n, spec in SPECS.items() if not spec.weightless)})(_x[1-8])?$"
+NameParam = Annotated[
+    str,
+    PathParam(
+        description="a model that has versions, `NAME` or `NAME_xSCALE`",
+        json_schema_extra={"pattern": _NAME_PATTERN},
+    ),
+]
 ScaleParam = Annotated[
     int | None, Query(ge=1, le=8, description="scale, when `name` does not say it (default: SRGAN_DEFAULT_SCALE)")
 ]
@@ -130,7 +141,7 @@ def _by(by: str | None, default: str = "admin API") -> str:
     responses=responses(*ADMIN_RESPONSES, 404, 422),
     summary="Every version of a model (admin)",
 )
-def list_versions(name: str, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionList:
+def list_versions(name: NameParam, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionList:
     from model.registry import RegistryError
 
     name, scale = _series(gw, name, scale)
@@ -152,7 +163,7 @@ def list_versions(name: str, gw: GatewayDep, scale: ScaleParam = None) -> schema
     responses=responses(*ADMIN_RESPONSES, 404, 422),
     summary="One version of a model (admin)",
 )
-def get_version(name: str, version: int, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionInfo:
+def get_version(name: NameParam, version: int, gw: GatewayDep, scale: ScaleParam = None) -> schemas.VersionInfo:
     from model.registry import RegistryError
 
     name, scale = _series(gw, name, scale)
@@ -166,27 +177,29 @@ def get_version(name: str, version: int, gw: GatewayDep, scale: ScaleParam = Non
     "/models/{name}/versions",
     status_code=201,
     response_model=schemas.VersionInfo,
-    dependencies=[AdminDep],
-    responses=responses(*ADMIN_RESPONSES, 404, 409, 413, 422),
+    responses=responses(*ADMIN_RESPONSES, 404, 409, 413, 415, 422),
+    dependencies=[AdminDep, no_empty_form_fields("force", "promote", "by")],
     summary="Upload a new version (admin): checked, smoke-tested and scored on the quality gate",
-    description="Multipart: `weights` (safetensors) and `card` (its JSON model card). The version is "
+    description="Multipart: `weights` (safetensors) and `card` (its JSON model card, checked against the "
+    "card schema of `model/card.py`: every bad field is a 422 `invalid_card` naming it). The version is "
     "accepted when the card and tensors agree with the model's architecture, a forward pass "
     "gives finite pixels of the right size, and its PSNR-Y on the gate set is no worse than "
     "the active version's minus SRGAN_GATE_TOLERANCE_DB (`force` registers it anyway). "
     "`promote` makes it active at once if it passed the gate.",
 )
 def upload_version(
-    name: str,
+    name: NameParam,
     gw: GatewayDep,
     response: Response,
     weights: Annotated[UploadFile, File(description="the weights, a .safetensors file")],
     card: Annotated[UploadFile, File(description="its model card (.json)")],
-    force: Annotated[bool, Form(description="register even below the quality gate")] = False,
-    promote: Annotated[bool, Form(description="make it active if it passed the gate")] = False,
-    by: Annotated[str | None, Form(max_length=200, description="who uploads (recorded)")] = None,
+    force: Annotated[schemas.FormBool, Form(description="register even below the quality gate")] = False,
+    promote: Annotated[schemas.FormBool, Form(description="make it active if it passed the gate")] = False,
+    by: Annotated[str | None, Form(min_length=1, max_length=200, description="who uploads (recorded)")] = None,
     notes: Annotated[str, Form(max_length=2000)] = "",
     scale: ScaleParam = None,
 ) -> schemas.VersionInfo:
+    from model.card import MAX_CARD_BYTES, CardError, parse_card
     from model.registry import RegistryError
 
     s = gw.settings
@@ -199,9 +212,15 @@ def upload_version(
             f"the weights are {weights.size:,} bytes; the limit is "
             f"{s.max_model_upload_bytes:,} (SRGAN_MAX_MODEL_UPLOAD_BYTES)",
         )
-    card_bytes = card.file.read(_MAX_CARD_BYTES + 1)
-    if len(card_bytes) > _MAX_CARD_BYTES:
-        raise ApiError(413, "upload_too_large", f"the model card is larger than {_MAX_CARD_BYTES:,} bytes")
+    card_bytes = card.file.read(MAX_CARD_BYTES + 1)
+    if len(card_bytes) > MAX_CARD_BYTES:
+        metrics.REGISTRY_ACTIONS.labels("upload", "upload_too_large").inc()
+        raise ApiError(413, "upload_too_large", f"the model card is larger than {MAX_CARD_BYTES:,} bytes")
+    try:  # the schema, with bounds, before anything is built from it
+        card_data = parse_card(card_bytes)
+    except CardError as e:
+        metrics.REGISTRY_ACTIONS.labels("upload", "invalid_card").inc()
+        raise ApiError(422, "invalid_card", f"the model card is invalid: {e}") from None
     reg = gw.registry
     reg.root.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=reg.root, prefix=".upload-", suffix=".safetensors") as tmp:
@@ -212,7 +231,7 @@ def upload_version(
                 rec = reg.register(
                     name,
                     Path(tmp.name),
-                    card_bytes,
+                    card_data,
                     scale=scale,
                     source="uploaded",
                     by=_by(by),
@@ -275,7 +294,7 @@ async def _activation(gw: Gateway, action: str, change, name: str, scale: int, w
     "two batches. With `wait`, answers once they all have (or the wait is over).",
 )
 async def promote(
-    name: str, gw: GatewayDep, body: schemas.PromoteRequest, scale: ScaleParam = None, wait: WaitParam = 0.0
+    name: NameParam, gw: GatewayDep, body: schemas.PromoteRequest, scale: ScaleParam = None, wait: WaitParam = 0.0
 ) -> schemas.Activation:
     from model.registry import RegistryError
 
@@ -295,7 +314,7 @@ async def promote(
     summary="Go back to the version active before the current one (admin)",
 )
 async def rollback(
-    name: str,
+    name: NameParam,
     gw: GatewayDep,
     body: Annotated[schemas.RollbackRequest | None, Body()] = None,
     scale: ScaleParam = None,

@@ -132,15 +132,20 @@ def get_run(run_id: str, gw: GatewayDep) -> schemas.TrainingRun:
     response_class=Response,
     responses={
         200: {"content": {"image/png": {}}, "description": "LR (nearest) / SR / HR rows of the latest validation"},
-        **responses(*ADMIN_RESPONSES, 404),
+        **responses(*ADMIN_RESPONSES, 404, 409),
     },
     summary="The run's latest sample grid (admin)",
 )
 def get_samples(run_id: str, gw: GatewayDep) -> Response:
     rec = _run(gw, run_id)
     data = gw.storage.get("samples", rec.id)
-    if data is None:
-        raise ApiError(404, "no_samples", "the run has no sample grid yet (one is made at each validation)")
+    if data is None:  # like a job's result before it has finished: the run exists, its grid not yet
+        raise ApiError(
+            409,
+            "no_samples",
+            "the run has no sample grid yet (one is made at each validation)",
+            headers={"Retry-After": "10"},
+        )
     return Response(
         data,
         media_type="image/png",
@@ -151,7 +156,10 @@ def get_samples(run_id: str, gw: GatewayDep) -> Response:
 @router.delete(
     "/{run_id}",
     response_model=schemas.TrainingRun,
-    responses=responses(*ADMIN_RESPONSES, 404, 409),
+    responses={
+        202: {"model": schemas.TrainingRun, "description": "a running run was asked to stop at its next step"},
+        **responses(*ADMIN_RESPONSES, 404, 409),
+    },
     summary="Cancel a training run (admin)",
     description="A queued run is canceled at once (200); a running one stops at its next step (202, "
     "`cancel_requested`), keeping its checkpoint and registering nothing.",

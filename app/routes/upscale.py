@@ -1,9 +1,9 @@
-"""``POST /v1/upscale``: check an upload cheaply (header only, never a full decode) and queue it."""
+"""``POST /v1/upscale``: check an upload cheaply (its header, then its body as far as the format needs) and queue
+it."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from typing import Annotated, Literal
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Header, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics, schemas
-from app.deps import GatewayDep
+from app.deps import GatewayDep, no_empty_form_fields
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
 from app.routes.jobs import job_resource, json_response
 from app.service import Gateway
@@ -71,7 +71,9 @@ def resolve_model(gw: Gateway, spec: str, scale: int) -> tuple[str, int, int | N
 
 
 def check_image(gw: Gateway, data: bytes, scale: int):
-    """Read the header (pixel limits before any decoding) and the PNG chunk structure; return ImageInfo."""
+    """Read the header (pixel limits before any decoding), then check the body as cheaply as its format allows
+    (:func:`model.imagecheck.verify`): what is accepted here, the worker can decode. Returns the ImageInfo."""
+    from model.imagecheck import verify
     from model.imageio import ImageError, probe
 
     s = gw.settings
@@ -79,29 +81,18 @@ def check_image(gw: Gateway, data: bytes, scale: int):
         raise reject(422, "empty_upload", "the uploaded file is empty (0 bytes)")
     try:
         info = probe(data, s.max_input_pixels)
+        out_px = info.width * info.height * scale * scale
+        if out_px > s.max_output_pixels:
+            raise reject(
+                422,
+                "too_many_output_pixels",
+                f"x{scale} of {info.width}x{info.height} is {out_px:,} output pixels; "
+                f"the limit is {s.max_output_pixels:,}",
+            )
+        verify(data, info)
     except ImageError as e:
         raise reject(IMAGE_ERROR_STATUS.get(e.code, 422), e.code, str(e)) from None
-    if info.format == "PNG":
-        _verify_png(data)
-    out_px = info.width * info.height * scale * scale
-    if out_px > s.max_output_pixels:
-        raise reject(
-            422,
-            "too_many_output_pixels",
-            f"x{scale} of {info.width}x{info.height} is {out_px:,} output pixels; the limit is {s.max_output_pixels:,}",
-        )
     return info
-
-
-def _verify_png(data: bytes) -> None:
-    """Walk the PNG's chunks and CRCs without inflating pixels: a truncated upload fails here, not in a worker."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.verify()
-    except Exception as e:
-        raise reject(422, "corrupt_image", f"the PNG is truncated or corrupt: {e}") from None
 
 
 @router.post(
@@ -109,6 +100,7 @@ def _verify_png(data: bytes) -> None:
     status_code=202,
     response_model=schemas.Job,
     responses=responses(409, 413, 415, 422, 429, 503),
+    dependencies=[no_empty_form_fields("model", "scale", "format", "quality")],
     summary="Queue an image for upscaling",
     description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
     "long-poll with `wait`), then fetch `links.result`.",
@@ -121,7 +113,8 @@ async def upscale(
         Form(
             description="model name (its active version), or `name@version` to pin a "
             "registered version: its number, or 6+ hex digits of its "
-            "sha256 (default: SRGAN_DEFAULT_MODEL)",
+            "sha256 (default: SRGAN_DEFAULT_MODEL; an empty name is refused)",
+            min_length=1,
             max_length=120,
         ),
     ] = None,
