@@ -16,7 +16,7 @@ from app import errors
 from app.admin import AdminGuard
 from app.config import Settings, get_settings
 from app.metrics import MetricsMiddleware
-from app.routes import health, jobs, models, training, ui, upscale
+from app.routes import docs, health, jobs, models, training, ui, upscale
 from app.service import Gateway
 
 __all__ = ["create_app"]
@@ -103,11 +103,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="srgan-service",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: from packaged files, not a CDN (app/routes/docs.py)
+        redoc_url=None,
         description="Image super-resolution: POST an image, get a job, fetch the upscaled result. "
         'Every error is `{"error": {"code", "message"}}`. The admin routes (model '
         "versions, training runs) need `Authorization: Bearer <SRGAN_ADMIN_KEY>`.",
     )
     errors.install(app)
+    docs.install(app)
     for r in (upscale.router, jobs.router, models.router, training.router, health.router, ui.router):
         app.include_router(r)
     app.add_middleware(UploadGuard, max_bytes=settings.max_upload_bytes)
