@@ -14,7 +14,7 @@ WORKDIR /srv
 COPY pyproject.toml README.md ./
 RUN mkdir app model worker training && touch app/__init__.py model/__init__.py worker/__init__.py \
         training/__init__.py \
-    && pip install --extra-index-url "$TORCH_INDEX" . \
+    && pip install --extra-index-url "$TORCH_INDEX" '.[service]' \
     && pip uninstall -y srgan-service
 COPY app app
 COPY model model
