@@ -1,5 +1,6 @@
 # make up    - set up .venv and run the whole service locally (gateway :8000, one worker, embedded Redis)
 # make test  - set up .venv with the service, training and test extras and run the test suite
+# make lint  - ruff (lint and format check) and mypy on app/ worker/ model/ training/ (make test runs it)
 # make bench - engine benchmark (model speed vs fp32 eager and the machine's roofline)
 
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SRGAN := $(VENV)/bin/srgan
 
-.PHONY: up test bench install browser clean
+.PHONY: up test lint bench install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +31,12 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "no Chromium (and cannot apt-get it): the web page tests will be skipped"; fi
 
-test: install browser
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install browser lint
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 

@@ -129,63 +129,17 @@ def pct(xs: list[float], q: float) -> float:
 # -- the stack -------------------------------------------------------------------------------------------------
 
 
-class Stack:
-    """A private redis-server, one worker and the gateway, on free ports."""
+def bench_stack(models: list[str], batch_jobs: int | None, env: dict | None = None):
+    """A private redis-server, one worker and the gateway, on free ports (``app.up.Stack``)."""
+    from app.up import Stack, free_port
 
-    def __init__(self, models: list[str], batch_jobs: int | None, env: dict | None = None):
-        from app.up import free_port
-
-        self.tmp = tempfile.mkdtemp(prefix="srgan-bench-")
-        self.redis_port, self.port, self.metrics_port = free_port(), free_port(), free_port()
-        self.env = {
-            **os.environ,
-            **(env or {}),
-            "SRGAN_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "SRGAN_WORKER_METRICS_PORT": str(self.metrics_port),
-            "SRGAN_MAX_QUEUE_DEPTH": "100000",
-            "SRGAN_WORKER_MODELS": ",".join(models),
-        }
-        if batch_jobs:
-            self.env["SRGAN_WORKER_BATCH_JOBS"] = str(batch_jobs)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.procs = []
-
-    def __enter__(self) -> Stack:
-        import subprocess
-
-        import httpx
-
-        from app.up import _spawn, start_redis
-
-        self.procs.append(start_redis(self.redis_port, self.tmp))
-        cli = [sys.executable, "-m", "app.cli"]
-        log = open(Path(self.tmp) / "stack.log", "wb")
-        self.procs.append(_spawn([*cli, "worker"], self.env, stdout=log, stderr=subprocess.STDOUT))
-        self.procs.append(
-            _spawn([*cli, "serve", "--port", str(self.port)], self.env, stdout=log, stderr=subprocess.STDOUT)
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if any(p.poll() is not None for p in self.procs):
-                break
-            time.sleep(0.2)
-        log_text = (Path(self.tmp) / "stack.log").read_text(errors="replace")[-3000:]
-        self.__exit__()
-        raise RuntimeError(f"the stack did not become ready:\n{log_text}")
-
-    def __exit__(self, *exc) -> None:
-        import shutil
-
-        from app.up import _stop
-
-        for p in reversed(self.procs):
-            _stop(p, "stack process", 30)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    metrics_port = free_port()
+    stack_env = {**os.environ, **(env or {}), "SRGAN_WORKER_METRICS_PORT": str(metrics_port),
+                 "SRGAN_MAX_QUEUE_DEPTH": "100000", "SRGAN_WORKER_MODELS": ",".join(models)}  # fmt: skip
+    stack_env.pop("SRGAN_REDIS_URL", None)
+    if batch_jobs:
+        stack_env["SRGAN_WORKER_BATCH_JOBS"] = str(batch_jobs)
+    return Stack(env=stack_env, log_dir=tempfile.mkdtemp(prefix="srgan-bench-"))
 
 
 # -- measurements ----------------------------------------------------------------------------------------------
@@ -207,9 +161,9 @@ class EngineBench:
     def run(self) -> float:
         import subprocess
 
-        from app.up import _spawn
+        from app.up import spawn
 
-        child = _spawn(
+        child = spawn(
             [sys.executable, "-m", "app.bench_service", self.model, str(self.scale), str(self.dir)],
             self.env,
             stdout=subprocess.PIPE,
@@ -246,7 +200,8 @@ def _engine_child(model: str, scale: int, folder: Path) -> dict:
     from model.engine import Upscaler
     from model.imageio import decode, encode
     from model.zoo import load_model
-    from worker.service import engine_config, io_threads
+    from worker.models import engine_config
+    from worker.pipeline import io_threads
 
     s = Settings()
     if s.worker_threads:
@@ -425,15 +380,17 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
         "format": args.format,
         "cpu_count": os.cpu_count(),
     }
-    stack = None if args.url else Stack([args.model, "bicubic"], args.batch_jobs)
+    stack = None if args.url else bench_stack([args.model, "bicubic"], args.batch_jobs)
     engine = None
     try:
-        url = args.url or stack.__enter__().url
+        url = args.url or stack.start().url
         log("engine alone ...")
         env = {**(stack.env if stack is not None else os.environ), "SRGAN_BENCH_FORMAT": args.format}
         engine = EngineBench(images, args.model, env)
         log(f"  {len(images) / engine.run():.2f} images/s")
-        metrics_url = f"http://127.0.0.1:{stack.metrics_port}/metrics" if stack is not None else None
+        metrics_url = (
+            f"http://127.0.0.1:{stack.env['SRGAN_WORKER_METRICS_PORT']}/metrics" if stack is not None else None
+        )
         rounds = []
         for r in range(args.rounds):
             log("service ..." if args.rounds == 1 else f"service, round {r + 1} of {args.rounds} ...")
@@ -485,7 +442,7 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
         if engine is not None:
             engine.close()
         if stack is not None:
-            stack.__exit__()
+            stack.stop()
     return result
 
 

@@ -7,8 +7,8 @@ import importlib
 import logging
 import sys
 
-# Modules that add subcommands (each has ``register(subparsers)``); imported lazily so ``srgan --help`` and
-# light commands stay fast.
+# Modules that add subcommands (each has ``register(subparsers)``, and ``register_bench(subparsers)`` for
+# ``srgan bench`` targets); imported lazily so ``srgan --help`` and light commands stay fast.
 COMMAND_MODULES = ["model.commands", "training.commands", "app.commands", "app.registry_commands", "worker.commands"]
 # What the service and training extras install: a command missing one of them says how to get it. Only the
 # `client` commands run on the base install (httpx and tqdm).
@@ -23,8 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srgan", description="Image super-resolution: engine, service, training.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    bench = sub.add_parser("bench", help="benchmarks: engine (model speed) or service (whole stack)")
+    bsub = bench.add_subparsers(dest="target", required=True, metavar="{engine,service}")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        module = importlib.import_module(name)
+        module.register(sub)
+        if hasattr(module, "register_bench"):
+            module.register_bench(bsub)
     return parser
 
 

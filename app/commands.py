@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_client(sub)
 
 
+def register_bench(bsub: argparse._SubParsersAction) -> None:
+    from app.bench_service import register  # argparse only: cheap to import
+
+    register(bsub)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -45,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     s = get_settings()
     level = logging.getLogger().level
+    _raise_open_files_limit()  # every waiting long-poll is an open socket
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -55,6 +62,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -164,7 +180,7 @@ def cmd_client_upscale(args: argparse.Namespace) -> int:
                 progress[r.index] = 1.0
                 bar.n = sum(progress)
                 bar.refresh()
-            if not r.ok:
+            if r.image is None:
                 fail(t.source, r.error)
                 continue
             try:

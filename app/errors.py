@@ -82,10 +82,20 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("Redis error on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(
-        503, "redis_unavailable", "the queue (Redis) does not answer; retry shortly", {"Retry-After": "5"}
-    )
+    """Redis errors, told apart: an outage, this gateway out of connections, or Redis answering with an error."""
+    from worker.retry import REDIS_DOWN
+
+    text = str(exc)
+    if isinstance(exc, redis.ConnectionError) and ("No connection available" in text or "Too many connections" in text):
+        log.warning("gateway busy on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "gateway_busy", "this gateway has no free Redis connection; retry shortly",
+                              {"Retry-After": "1"})  # fmt: skip
+    if isinstance(exc, REDIS_DOWN):
+        log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "redis_unavailable", "the queue (Redis) does not answer; retry shortly",
+                              {"Retry-After": "2"})  # fmt: skip
+    log.error("Redis error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "redis_error", f"the queue (Redis) answered with an error: {text}", {"Retry-After": "5"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

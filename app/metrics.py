@@ -22,6 +22,7 @@ __all__ = [
     "REGISTRY_ACTIONS",
     "ACTIVE_VERSION",
     "TRAINING_QUEUE_DEPTH",
+    "LONG_POLL_WAITERS",
     "MetricsMiddleware",
 ]
 
@@ -53,6 +54,7 @@ ACTIVE_VERSION = Gauge(
     "Active registry version of each learned model (read at scrape time)",
     ["model", "scale"],
 )
+LONG_POLL_WAITERS = Gauge("srgan_long_poll_waiters", "Requests waiting on a job's end right now (read at scrape time)")
 TRAINING_QUEUE_DEPTH = Gauge("srgan_training_queue_depth_runs", "Training runs waiting (read at scrape time)")
 
 

@@ -90,10 +90,10 @@ def _who(args: argparse.Namespace) -> str:
 
 
 def _series(name: str, scale: int | None, default: int | None) -> tuple[str, int | None]:
-    base, sep, sc = name.rpartition("_x")
-    if sep and sc.isdigit():
-        return base, int(sc)
-    return name, scale if scale is not None else default
+    from model.specs import parse_series
+
+    base, named = parse_series(name)
+    return base, named if named is not None else scale if scale is not None else default
 
 
 def _client(args: argparse.Namespace):

@@ -89,8 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, nargs=3, metavar=("TOP", "LEFT", "SIZE"), help="crop of the HR image")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("bench", help="benchmarks: engine (model speed) or service (whole stack)")
-    bsub = p.add_subparsers(dest="target", required=True, metavar="{engine,service}")
+
+
+def register_bench(bsub: argparse._SubParsersAction) -> None:
+    """``srgan bench engine`` (the cli's ``bench`` command gathers its subcommands from each module)."""
     p = bsub.add_parser("engine", help="model-only throughput vs fp32 eager and the roofline")
     p.add_argument("--models", nargs="+", default=["srresnet", "espcn", "srcnn", "bicubic"])
     p.add_argument("--scale", type=int, default=4)
@@ -102,9 +104,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.set_defaults(func=cmd_bench_engine)
-    from app.bench_service import register as register_bench_service  # argparse only: cheap to import
-
-    register_bench_service(bsub)
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from model.fused import inference_form
-from model.zoo import LoadedModel
+from model.specs import LoadedModel
 
 __all__ = [
     "EngineConfig",

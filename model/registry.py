@@ -28,7 +28,6 @@ PSNR-Y on the gate set (``model/gate``, or any folder of HR images) is no worse 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -42,6 +41,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from model.clock import iso_now
+from model.specs import (
+    SPECS,
+    ModelSpec,
+    NoWeightsError,
+    UnknownModelError,
+    find_weights,
+    load_file,
+    load_weightless,
+    series_id,
+    spec_of,
+)
 from model.weights import ModelCard, WeightsError, load_card, sha256_file
 
 __all__ = [
@@ -79,10 +90,6 @@ class RegistryError(ValueError):
         self.details = details
 
 
-def utcnow_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def models_dir() -> Path:
     """``$SRGAN_MODELS_DIR``, else ``$XDG_DATA_HOME/srgan/models`` (``~/.local/share/srgan/models``)."""
     env = os.environ.get("SRGAN_MODELS_DIR", "").strip()
@@ -90,10 +97,6 @@ def models_dir() -> Path:
         return Path(env).expanduser()
     data_home = os.environ.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
     return Path(data_home) / "srgan" / "models"
-
-
-def series_id(name: str, scale: int) -> str:
-    return f"{name}_x{int(scale)}"
 
 
 # -- where the active version is kept ----------------------------------------------------------------------
@@ -147,7 +150,7 @@ class FilePointer:
             "series": series,
             "active": stack[-1] if stack else None,
             "stack": stack[-_STACK_LIMIT:],
-            "updated": utcnow_iso(),
+            "updated": iso_now(),
             "by": (event or {}).get("by"),
         }
         tmp = path.with_name(f".ACTIVE.{secrets.token_hex(4)}.tmp")
@@ -243,7 +246,7 @@ class Registry:
     Args:
         root: the models directory (default: :func:`models_dir`).
         pointer: where activation stacks live (default: :class:`FilePointer` on ``root``).
-        weights_dirs: where version 1 is looked for (default: ``model.zoo.weights_dirs()``).
+        weights_dirs: where version 1 is looked for (default: ``model.specs.weights_dirs()``).
         gate_dir: HR images of the quality gate (default: the shipped ``model/gate``).
         gate_tolerance_db: how much lower than the active version's PSNR-Y a new version may score.
     """
@@ -268,10 +271,8 @@ class Registry:
 
     # -- reading -------------------------------------------------------------------------------------------
     @staticmethod
-    def spec(name: str, scale: int):
-        from model.zoo import _spec
-
-        return _spec(name, scale)
+    def spec(name: str, scale: int) -> ModelSpec:
+        return spec_of(name, scale)
 
     def _learned(self, name: str, scale: int):
         spec = self.spec(name, scale)
@@ -280,8 +281,6 @@ class Registry:
         return spec
 
     def _shipped(self, name: str, scale: int) -> VersionRecord | None:
-        from model.zoo import find_weights
-
         path = find_weights(name, scale, self.weights_dirs)
         if path is None:
             return None
@@ -404,8 +403,6 @@ class Registry:
             return self.find(name, scale, pin)
         rec = self.active(name, scale)
         if rec is None:
-            from model.zoo import NoWeightsError
-
             raise NoWeightsError(
                 f"model {name!r} x{scale} has no weights: nothing in "
                 f"{self.root / series_id(name, scale)} is active and no {series_id(name, scale)}"
@@ -414,19 +411,15 @@ class Registry:
         return rec
 
     def load(self, name: str, scale: int, pin: int | str | None = None, record: VersionRecord | None = None):
-        """``model.zoo.LoadedModel`` of the pinned (else active) version, its ``version_number`` set."""
-        from model.zoo import load_model
-
+        """``model.specs.LoadedModel`` of the pinned (else active) version, its ``version_number`` set."""
         rec = record or self.resolve(name, scale, pin)
-        loaded = load_model(name, scale, path=rec.path)
+        loaded = load_file(name, scale, rec.path)
         loaded.version_number = rec.version
         return loaded
 
     def catalog(self, active_map: dict[str, int] | None = None) -> list[dict[str, Any]]:
         """Every (model, scale) that can be asked for: whether it has weights, its active version, its sha256
         and benchmark scores (the card's), and every version's sha256."""
-        from model.zoo import SPECS
-
         rows = []
         active_map = self.pointer.active_map() if active_map is None else active_map
         for spec in SPECS.values():
@@ -502,7 +495,7 @@ class Registry:
             "scale": scale,
             "version": rec.version,
             "by": by,
-            "at": utcnow_iso(),
+            "at": iso_now(),
         }
         stack = self.pointer.update(series_id(name, scale), change, event)
         changed = seen["previous"] != rec.version
@@ -531,7 +524,7 @@ class Registry:
             seen["previous"] = stack[-1]
             return stack[:-1]
 
-        event = {"action": "rollback", "model": name, "scale": scale, "by": by, "at": utcnow_iso()}
+        event = {"action": "rollback", "model": name, "scale": scale, "by": by, "at": iso_now()}
         stack = self.pointer.update(series_id(name, scale), change, event)
         rec = self.version(name, scale, stack[-1])
         self._log(name, scale, {**event, "version": rec.version, "previous": seen["previous"]})
@@ -563,8 +556,6 @@ class Registry:
         ``already_registered`` (the same sha256 is a version already) or ``quality_gate_failed`` (unless
         ``force``; trained versions are registered either way, their gate result recorded).
         """
-        from model.zoo import UnknownModelError, load_model
-
         if source not in SOURCES[1:]:
             raise ValueError(f"source must be uploaded or trained, not {source!r}")
         weights = Path(weights)
@@ -595,7 +586,7 @@ class Registry:
             target.chmod(0o644)
             target.with_suffix(".json").write_text(json.dumps(card_data, indent=2) + "\n")
             try:
-                loaded = load_model(name, scale, path=target)  # sha256, arch, every tensor name and shape
+                loaded = load_file(name, scale, target)  # sha256, arch, every tensor name and shape
             except WeightsError as e:
                 raise RegistryError("invalid_weights", str(e)) from None
             sha = sha256_file(target)
@@ -613,7 +604,7 @@ class Registry:
             gate = self.check_gate(loaded)
             if not gate["passed"] and not force and source == "uploaded":
                 raise RegistryError("quality_gate_failed", _gate_text(gate), gate=gate)
-            now = utcnow_iso()
+            now = iso_now()
             reg = {
                 "version": None,
                 "source": source,
@@ -756,8 +747,6 @@ class Registry:
     def check_gate(self, loaded) -> dict[str, Any]:
         """Score ``loaded`` and compare it with the active version of its series (bicubic when none):
         passed when its PSNR-Y is at least the baseline's minus the tolerance."""
-        from model.zoo import load_model
-
         cand = self.score(loaded)
         active = self.active(loaded.name, loaded.scale) if not self.spec(loaded.name, loaded.scale).weightless else None
         if active is not None and active.sha256 == loaded.version:
@@ -765,7 +754,7 @@ class Registry:
         elif active is not None:
             base_model, base_name = self.load(loaded.name, loaded.scale, record=active), f"version {active.version}"
         else:
-            base_model, base_name = load_model("bicubic", loaded.scale), "bicubic"
+            base_model, base_name = load_weightless("bicubic", loaded.scale), "bicubic"
         base = self.score(base_model)
         passed = cand["psnr_y"] >= base["psnr_y"] - self.gate_tolerance_db
         return {

@@ -74,7 +74,7 @@ def plan(
 
     single = len(inputs) == 1 and not inputs[0].is_dir()
     out_path = Path(out) if out else None
-    if single and out_path is not None and not (out.endswith(("/", os.sep)) or out_path.is_dir()):
+    if single and out is not None and out_path is not None and not (out.endswith(("/", os.sep)) or out_path.is_dir()):
         fmt = _FORMAT_OF.get(out_path.suffix.lower())
         if fmt is None:
             raise TargetError(

@@ -8,7 +8,6 @@ fails with :class:`WeightsError` naming the mismatch.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.archs import ARCHS
+from model.clock import iso_now
 
 __all__ = [
     "ModelCard",
@@ -124,7 +124,7 @@ def save_weights(module: nn.Module, path: str | Path, card: ModelCard) -> ModelC
     tmp.replace(path)
     card.sha256 = sha256_file(path)
     card.num_params = sum(v.numel() for v in state.values())
-    card.created = card.created or dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    card.created = card.created or iso_now("seconds")
     path.with_suffix(".json").write_text(card.to_json())
     return card
 

@@ -1,13 +1,20 @@
-"""Shared fixtures: real photographs (scikit-image's bundled ones, the shared SR benchmarks when present)."""
+"""Shared fixtures: real photographs (scikit-image's bundled ones, the shared SR benchmarks when present), and
+the service stack (Redis, workers, a gateway as real processes) that the service tests drive."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
+
+from app.up import Child, Stack
+from tests.servicekit import ClaimedDB, PrivateRedis, Service, free_port, service_env, start_gateway, start_worker
+from tests.servicekit import wait_ready as _wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 # The shared data lives beside the checkout on the development machines; SRGAN_DATA_DIR points elsewhere.
@@ -61,3 +68,80 @@ def photo_folder(tmp_path_factory) -> Path:
     for name in ("astronaut", "chelsea", "coffee"):
         Image.fromarray(photo_tensor(name, (96, 128)).permute(1, 2, 0).numpy()).save(folder / f"{name}.png")
     return folder
+
+
+# -- the service stack -------------------------------------------------------------------------------------------
+
+
+class ServiceStack:
+    """A running stack (``app.up.Stack``, as ``srgan up`` runs it) on a claimed database of the shared Redis or a
+    private redis-server: ``url``, ``env`` (the settings every process got), ``gateway``, ``workers``,
+    ``redis`` (the ClaimedDB or PrivateRedis), ``logs`` (their log folder)."""
+
+    def __init__(self, redis: ClaimedDB | PrivateRedis, env: dict[str, str], logs: Path, models: list[str],
+                 workers: int, metrics_port: int | None):  # fmt: skip
+        self.redis, self.env, self.logs, self.metrics_port = redis, env, logs, metrics_port
+        worker_env = {**env, "SRGAN_WORKER_METRICS_PORT": str(metrics_port)} if metrics_port else env
+        self.stack = Stack(env=worker_env, redis_url=redis.url, worker_args=["--model", *models], workers=workers,
+                           log_dir=logs, cwd=REPO)  # fmt: skip
+        self.url = self.stack.url
+        self.gateway = self.stack.gateway
+        self.workers: list[Child] = list(self.stack.workers)
+        self.extra: list[Child] = []  # more processes started for the test (trainers, gateways, ...)
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 60), **kw)
+
+    def _env(self, settings: dict) -> dict[str, str]:
+        return {**self.env, **{f"SRGAN_{k.upper()}": str(v) for k, v in settings.items()}}
+
+    def add_worker(self, models: list[str], **settings) -> Service:
+        w = start_worker(self._env(settings), self.logs, models)
+        self.workers.append(w)
+        return w
+
+    def add_gateway(self, **settings) -> tuple[Service, str]:
+        """Another gateway on the same Redis and queue (with these settings changed); returns it and its URL."""
+        svc, url = start_gateway(self._env(settings), self.logs)
+        self.extra.append(svc)
+        return svc, url
+
+    def add(self, args: list[str], label: str, **settings) -> Service:
+        svc = Service(args, self._env(settings), self.logs, label)
+        self.extra.append(svc)
+        return svc
+
+    def wait_ready(self, timeout: float = 120, ready: bool = True) -> None:
+        _wait_ready(self.url, timeout, ready)
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        for p in [*self.extra, *self.workers]:
+            p.stop()
+        if isinstance(self.redis, ClaimedDB):
+            self.redis.release()
+        else:
+            self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def stack_factory(tmp_path_factory):
+    """``make(models, **settings)`` starts a stack (``SRGAN_*`` settings as keyword arguments) and waits until
+    it is ready; every stack made is stopped when the module's tests are done. ``private_redis=True`` gives it a
+    redis-server of its own (``aof=True``: with an append-only file), for tests that kill Redis."""
+    made: list[ServiceStack] = []
+
+    def make(models: list[str] | tuple[str, ...] = ("bicubic",), *, private_redis: bool = False, aof: bool = False,
+             workers: int = 1, metrics: bool = False, ready: bool = True, name: str | None = None,
+             **settings) -> ServiceStack:  # fmt: skip
+        r: ClaimedDB | PrivateRedis = PrivateRedis(aof=aof) if private_redis else ClaimedDB()
+        env = service_env(r.url, name or f"t{uuid.uuid4().hex[:6]}", **settings)
+        st = ServiceStack(r, env, tmp_path_factory.mktemp("stack-logs"), list(models), workers,
+                          free_port() if metrics else None)  # fmt: skip
+        made.append(st)
+        st.stack.start(ready_timeout=120 if ready else None)
+        return st
+
+    yield make
+    for st in reversed(made):
+        st.stop()

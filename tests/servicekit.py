@@ -2,16 +2,15 @@
 
 The tests talk to the Redis on 127.0.0.1:6379 through a database number they claim for the session (and
 flush afterwards), or to a private ``redis-server`` on a free port for kill/restart tests. Workers and
-gateways are started as subprocesses (``python -m app.cli worker|serve``) with ``SRGAN_*`` settings, and
-driven over HTTP with httpx.
+gateways are started as subprocesses (``python -m app.cli worker|serve``, ``app.up.Child``) with ``SRGAN_*``
+settings, and driven over HTTP with httpx. Most modules get their whole stack from the ``stack`` fixture
+factory in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,10 +21,12 @@ import httpx
 import numpy as np
 import redis
 
-from app.up import free_port  # noqa: F401  (the tests take it from here with the other helpers)
+from app.up import Child, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
+__all__ = ["free_port", "ClaimedDB", "PrivateRedis", "Service", "service_env", "start_worker", "start_gateway",
+           "wait_ready", "wait_for"]  # fmt: skip
 
 
 def redis_server_binary() -> str:
@@ -65,44 +66,48 @@ class ClaimedDB:
 
 
 class PrivateRedis:
-    """A redis-server of our own on a free port (for tests that kill and restart things)."""
+    """A redis-server of our own on a free port, for tests that kill and restart things. With ``aof``, an
+    append-only file (fsync every write) in its folder, so a SIGKILL and :meth:`restart` lose nothing."""
 
-    def __init__(self):
+    def __init__(self, aof: bool = False):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="srgan-test-redis-")
-        self.proc = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        self.aof = aof
         self.client = redis.Redis(port=self.port)
-        wait_for(lambda: self._ping(), 10, "private redis-server")
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        import subprocess
+
+        persist = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
+        self.proc = subprocess.Popen([redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", *persist, "--dir", self.dir], stdout=subprocess.DEVNULL)  # fmt: skip
+        wait_for(lambda: self._ping(), 30, "private redis-server")
 
     def _ping(self) -> bool:
         try:
             return bool(self.client.ping())
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.BusyLoadingError):
             return False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def kill(self) -> None:
+        """SIGKILL: no save, no goodbye to its clients."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.start()
+
     def stop(self) -> None:
         self.client.close()
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -139,55 +144,33 @@ def service_env(redis_url: str, name: str, **settings) -> dict[str, str]:
     return env
 
 
-class Service:
-    """A subprocess of ``python -m app.cli ...`` with its output in a log file."""
+class Service(Child):
+    """A started ``python -m app.cli ARGS`` with its output in a log file."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_dir: Path, label: str):
-        self.log_path = Path(log_dir) / f"{label}-{uuid.uuid4().hex[:6]}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [PY, "-m", "app.cli", *args], env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        self.pid = self.proc.pid
-
-    def output(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
+        log = Path(log_dir) / f"{label}-{uuid.uuid4().hex[:6]}.log"
+        super().__init__(label, [PY, "-m", "app.cli", *args], env, log_path=log, cwd=REPO)
+        self.start()
 
 
 def start_worker(env: dict[str, str], log_dir: Path, models: list[str], extra: list[str] | None = None) -> Service:
     return Service(["worker", "--model", *models, *(extra or [])], env, log_dir, "worker")
 
 
-def start_gateway(env: dict[str, str], log_dir: Path) -> tuple[Service, str]:
-    port = free_port()
+def start_gateway(env: dict[str, str], log_dir: Path, port: int | None = None) -> tuple[Service, str]:
+    port = port or free_port()
     svc = Service(["serve", "--port", str(port)], env, log_dir, "gateway")
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
-        if svc.proc.poll() is not None:
+        if not svc.alive():
             raise RuntimeError(f"gateway exited:\n{svc.output()}")
         try:
             return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_for(up, 60, "the gateway", interval=0.1)
+    wait_for(up, 120, "the gateway", interval=0.1)
     return svc, url
 
 
@@ -236,6 +219,21 @@ def direct_upscale(data: bytes, model: str, scale: int = 4, tile: int | None = N
     up = Upscaler(load_model(model, scale), EngineConfig(tile=tile))
     out = up.upscale([decode(data).rgb])[0]
     return out.permute(1, 2, 0).numpy()
+
+
+def enqueue_upscale(store, data: bytes, model: str, scale: int = 4, fmt: str = "png") -> str:
+    """Queue an upscale job straight into a job store (as the gateway does after its checks); returns its id."""
+    import hashlib
+
+    from model.imageio import probe
+    from worker.records import InputInfo, UpscaleJob
+
+    info = probe(data)
+    doc = UpscaleJob(model=model, scale=scale, format=fmt, quality=90,
+                     input=InputInfo(format=info.format, width=info.width, height=info.height, mode=info.mode,
+                                     bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))  # fmt: skip
+    rec, _ = store.enqueue(doc, data)
+    return rec.id
 
 
 def assert_error(r: httpx.Response, status: int, code: str) -> dict:

@@ -14,21 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from servicekit import (  # noqa: E402
-    ClaimedDB,
-    assert_error,
-    decode_png,
-    direct_upscale,
-    free_port,
-    photo,
-    png,
-    service_env,
-    start_gateway,
-    start_worker,
-    wait_for,
-    wait_ready,
-)
+from tests.servicekit import assert_error, decode_png, direct_upscale, photo, png, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
@@ -36,40 +22,14 @@ TILE = 64  # several tiles per test image and two per forward pass: progress and
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    db = ClaimedDB()
-    logs = tmp_path_factory.mktemp("api-logs")
-    name = f"api{uuid.uuid4().hex[:6]}"
-    metrics_port = free_port()
-    env = service_env(
-        db.url,
-        name,
-        max_upload_bytes=300_000,
-        max_input_pixels=250_000,
-        max_output_pixels=2_000_000,
-        worker_tile=TILE,
-        worker_batch_size=2,
-    )
-    worker = start_worker({**env, "SRGAN_WORKER_METRICS_PORT": str(metrics_port)}, logs, ["bicubic", "espcn"])
-    gateway, url = start_gateway(env, logs)
-    try:
-        wait_ready(url)
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield {
-                "url": url,
-                "client": client,
-                "db": db,
-                "worker": worker,
-                "gateway": gateway,
-                "env": env,
-                "queue": name,
-                "metrics_port": metrics_port,
-            }
-    finally:
-        code = worker.stop()
-        gateway.stop()
-        db.release()
-        assert code == 0, f"worker exit status {code}:\n{worker.output()[-3000:]}"
+def stack(stack_factory):
+    st = stack_factory(["bicubic", "espcn"], metrics=True, max_upload_bytes=300_000, max_input_pixels=250_000,
+                       max_output_pixels=2_000_000, worker_tile=TILE, worker_batch_size=2)  # fmt: skip
+    with st.client() as client:
+        yield {"url": st.url, "client": client, "db": st.redis, "worker": st.workers[0], "gateway": st.gateway,
+               "env": st.env, "queue": st.env["SRGAN_QUEUE"], "metrics_port": st.metrics_port}  # fmt: skip
+    code = st.workers[0].stop()
+    assert code == 0, f"worker exit status {code}:\n{st.workers[0].output()[-3000:]}"
 
 
 def submit(client: httpx.Client, data: bytes, **fields) -> httpx.Response:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import signal
-import sys
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from servicekit import (  # noqa: E402
+from tests.servicekit import (
     ClaimedDB,
     assert_error,
     photo,
@@ -83,7 +80,7 @@ def test_queue_full_cancel_and_readiness(tmp_path):
 
 def test_redis_down_means_not_ready(tmp_path):
     """A gateway pointed at a Redis that does not answer is alive but not ready, with the error shape."""
-    from servicekit import free_port
+    from tests.servicekit import free_port
 
     env = service_env(f"redis://127.0.0.1:{free_port()}/0", "nowhere")
     gateway, url = start_gateway(env, tmp_path)

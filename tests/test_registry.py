@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import registrykit as K  # noqa: E402
-from servicekit import ClaimedDB, wait_for  # noqa: E402
-
-from model.registry import FilePointer, Registry, RegistryError, match_pin  # noqa: E402
-from model.weights import sha256_file  # noqa: E402
-from model.zoo import SHIPPED_WEIGHTS_DIR, list_models, load_model  # noqa: E402
+import tests.registrykit as K
+from model.registry import FilePointer, Registry, RegistryError, match_pin
+from model.weights import sha256_file
+from model.zoo import SHIPPED_WEIGHTS_DIR, list_models, load_model
+from tests.servicekit import ClaimedDB, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 SHIPPED_SHA = json.loads((SHIPPED_WEIGHTS_DIR / "espcn_x4.json").read_text())["sha256"]

@@ -6,30 +6,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import registrykit as K  # noqa: E402
-from servicekit import (  # noqa: E402
+import tests.registrykit as K
+from model.zoo import SHIPPED_WEIGHTS_DIR
+from tests.servicekit import (
     PY,
     REPO,
-    ClaimedDB,
     assert_error,
     photo,
     png,
-    service_env,
-    start_gateway,
-    start_worker,
     wait_for,
-    wait_ready,
 )
-
-from model.zoo import SHIPPED_WEIGHTS_DIR  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 KEY = "k-" + uuid.uuid4().hex
@@ -37,42 +29,15 @@ SHIPPED_SHA = json.loads((SHIPPED_WEIGHTS_DIR / "espcn_x4.json").read_text())["s
 
 
 @pytest.fixture(scope="module")
-def svc(tmp_path_factory):
+def svc(stack_factory, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("regapi")
-    db = ClaimedDB()
-    name = f"reg{uuid.uuid4().hex[:6]}"
-    env = service_env(
-        db.url,
-        name,
-        admin_key=KEY,
-        models_dir=tmp / "models",
-        gate_dir=K.gate_folder(tmp / "gate"),
-        worker_model_poll_s=30,
-    )  # promotions must arrive over pub/sub, not the poll
-    worker = start_worker(env, tmp, ["espcn", "bicubic"])
-    gateway, url = start_gateway(env, tmp)
-    # the same service without an admin key
-    open_gw, open_url = start_gateway({**env, "SRGAN_ADMIN_KEY": ""}, tmp)
-    try:
-        wait_ready(url)
-        with (
-            httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as admin,
-            httpx.Client(base_url=url, timeout=60) as anon,
-        ):
-            yield {
-                "url": url,
-                "open_url": open_url,
-                "admin": admin,
-                "anon": anon,
-                "env": env,
-                "tmp": tmp,
-                "db": db,
-                "worker": worker,
-            }
-    finally:
-        for s in (open_gw, gateway, worker):
-            s.stop()
-        db.release()
+    # promotions must arrive over pub/sub, not the poll
+    st = stack_factory(["espcn", "bicubic"], admin_key=KEY, models_dir=tmp / "models",
+                       gate_dir=K.gate_folder(tmp / "gate"), worker_model_poll_s=30)  # fmt: skip
+    _, open_url = st.add_gateway(admin_key="")  # the same service without an admin key
+    with st.client(headers={"Authorization": f"Bearer {KEY}"}) as admin, st.client() as anon:
+        yield {"url": st.url, "open_url": open_url, "admin": admin, "anon": anon, "env": st.env, "tmp": tmp,
+               "db": st.redis, "worker": st.workers[0]}  # fmt: skip
 
 
 def upload(client: httpx.Client, path: Path, name: str = "espcn", card: bytes | None = None, **fields):

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from servicekit import ClaimedDB  # noqa: E402
-
-from app.config import Settings, settings_markdown  # noqa: E402
-from worker import jobs as J  # noqa: E402
-from worker.storage import DirStorage, RedisStorage, make_storage  # noqa: E402
+from app.config import Settings, settings_markdown
+from model.specs import parse_series, series_id
+from tests.servicekit import ClaimedDB
+from worker.jobs import new_job_id
+from worker.storage import DirStorage, RedisStorage, make_storage
 
 
 def test_settings_doc_matches_the_class():
@@ -39,9 +37,10 @@ def test_settings_from_environment(monkeypatch):
 
 
 def test_model_specs_and_ids():
-    assert J.parse_model("espcn_x3", 4) == ("espcn", 3)
-    assert J.parse_model("srresnet", 4) == ("srresnet", 4)
-    ids = {J.new_job_id() for _ in range(1000)}
+    assert parse_series("espcn_x3", 4) == ("espcn", 3)
+    assert parse_series("srresnet", 4) == ("srresnet", 4) and parse_series("srresnet") == ("srresnet", None)
+    assert parse_series("_x4", 2) == ("_x4", 2) and series_id("espcn", 3) == "espcn_x3"
+    ids = {new_job_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(len(i) == 22 for i in ids)
 
 
@@ -70,7 +69,7 @@ def test_redis_storage_uses_ttls_and_pipelines():
             st.put("input", "x", b"data", ttl_s=30, pipeline=pipe)
             assert st.get("input", "x") is None  # not before the pipeline runs
             pipe.execute()
-        assert st.get("input", "x") == b"data" and 0 < db.client.ttl(st.key("input", "x")) <= 30
+        assert st.get("input", "x") == b"data" and 0 < db.client.ttl(st.redis_key("input", "x")) <= 30
         assert st.get_many("input", ["x", "y"]) == [b"data", None]
         st.delete("input", "x")
         assert st.get("input", "x") is None and st.sweep() == 0

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import httpx
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from servicekit import (  # noqa: E402
+from tests.servicekit import (
     PrivateRedis,
     decode_png,
     direct_upscale,

@@ -4,28 +4,20 @@ version registered at the end, ``auto_promote`` only through the gate, cancel of
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-import registrykit as K  # noqa: E402
-from servicekit import (  # noqa: E402
-    ClaimedDB,
+import tests.registrykit as K
+from tests.servicekit import (
     Service,
     assert_error,
     photo,
     png,
-    service_env,
-    start_gateway,
-    start_worker,
     wait_for,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -46,33 +38,17 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def svc(tmp_path_factory):
+def svc(stack_factory, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     data = tmp / "photos"
     data.mkdir()
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         Image.fromarray(photo(name, size=(96, 96), top=50, left=50)).save(data / f"{name}.png")
-    db = ClaimedDB()
-    env = service_env(
-        db.url,
-        f"tr{uuid.uuid4().hex[:6]}",
-        admin_key=KEY,
-        models_dir=tmp / "models",
-        gate_dir=K.gate_folder(tmp / "gate"),
-        training_runs_dir=tmp / "runs",
-    )
-    trainer = Service(["worker", "--queue", "training"], env, tmp, "trainer")
-    worker = start_worker(env, tmp, ["espcn"])
-    gateway, url = start_gateway(env, tmp)
-    try:
-        wait_ready(url)
-        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as admin:
-            yield {"admin": admin, "data": str(data), "trainer": trainer, "tmp": tmp, "url": url, "env": env}
-    finally:
-        gateway.stop()
-        worker.stop()
-        trainer.stop()
-        db.release()
+    st = stack_factory(["espcn"], admin_key=KEY, models_dir=tmp / "models", gate_dir=K.gate_folder(tmp / "gate"),
+                       training_runs_dir=tmp / "runs")  # fmt: skip
+    trainer = st.add(["worker", "--queue", "training"], "trainer")
+    with st.client(headers={"Authorization": f"Bearer {KEY}"}) as admin:
+        yield {"admin": admin, "data": str(data), "trainer": trainer, "tmp": tmp, "url": st.url, "env": st.env}
 
 
 def start(admin: httpx.Client, **request) -> dict:

@@ -3,19 +3,13 @@ does not fit fails alone; an engine failure fails only the jobs it had not finis
 
 from __future__ import annotations
 
-import hashlib
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from servicekit import PrivateRedis, decode_png, direct_upscale, photo, png  # noqa: E402
-
-from app.config import Settings  # noqa: E402
-from worker import jobs as J  # noqa: E402
-from worker.service import BatchWorker  # noqa: E402
-from worker.storage import make_storage  # noqa: E402
+from app.config import Settings
+from tests.servicekit import PrivateRedis, decode_png, direct_upscale, enqueue_upscale, photo, png
+from worker.jobs import JobStore
+from worker.service import BatchWorker
+from worker.storage import make_storage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,31 +27,13 @@ def env():
         heartbeat_interval_s=0.2,
     )
     conn = r.client
-    yield s, conn, J.open_queue(s, conn), make_storage(s, conn)
+    storage = make_storage(s, conn)
+    yield s, conn, JobStore.for_queue(s, conn, storage), storage
     r.stop()
 
 
-def enqueue(s, q, storage, data: bytes, model: str) -> str:
-    from model.imageio import probe
-
-    info = probe(data)
-    meta = {
-        "model": model,
-        "scale": 4,
-        "version_pin": None,
-        "format": "png",
-        "quality": 90,
-        "input": {
-            "format": info.format,
-            "width": info.width,
-            "height": info.height,
-            "mode": info.mode,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        },
-    }
-    job, _ = J.enqueue(q, storage, s, job_id=J.new_job_id(), data=data, meta=meta)
-    return job.id
+def enqueue(s, store, storage, data: bytes, model: str) -> str:
+    return enqueue_upscale(store, data, model)
 
 
 class Recording:
@@ -83,9 +59,9 @@ def run(worker: BatchWorker) -> None:
     worker.work(burst=True)
 
 
-def statuses(q, ids) -> list[tuple[str, str | None]]:
-    views = [J.JobView.from_job(J.fetch_job(q, j)) for j in ids]
-    return [(v.status, (v.error or {}).get("code")) for v in views]
+def statuses(store, ids) -> list[tuple[str, str | None]]:
+    recs = store.get_many(ids)
+    return [(r.status, r.data.error.code if r.data.error else None) for r in recs]
 
 
 def test_jobs_of_one_model_share_one_engine_call(env):
@@ -94,8 +70,8 @@ def test_jobs_of_one_model_share_one_engine_call(env):
     ids = [enqueue(s, q, storage, data, "bicubic" if i < 3 else "espcn") for i, data in enumerate(images)]
     w = BatchWorker(s, connection=conn, models=["bicubic", "espcn"])
     calls: list = []
-    w.load_models()
-    w.engines = {k: Recording(up, calls) for k, up in w.engines.items()}
+    w.load()
+    w.models.engines = {k: Recording(up, calls) for k, up in w.models.engines.items()}
     run(w)
     assert sorted(calls) == [("bicubic", 3), ("espcn", 2)]  # one call per model, every job of it inside
     assert statuses(q, ids) == [("finished", None)] * 5
@@ -103,8 +79,8 @@ def test_jobs_of_one_model_share_one_engine_call(env):
         out = decode_png(storage.get("result", jid))
         assert (out == direct_upscale(data, "bicubic")).all()
         assert storage.get("input", jid) is None  # uploads are deleted once their job ends
-    assert int(conn.hget(w.key, "successful_job_count")) == 5  # rq's per-worker counters
-    assert q.finished_job_registry.count == 5 and q.started_job_registry.count == 0
+    assert int(conn.hget(w.presence.counters_key, "successful_job_count")) == 5  # rq's per-worker counters
+    assert q.queue.finished_job_registry.count == 5 and q.queue.started_job_registry.count == 0
 
 
 def test_the_next_full_batch_is_taken_while_one_computes(env):
@@ -116,7 +92,7 @@ def test_the_next_full_batch_is_taken_while_one_computes(env):
     ids = [enqueue(s, q, storage, data, "srresnet") for data in images]
     w = BatchWorker(s, connection=conn, models=["srresnet"])
     run(w)
-    views = [J.JobView.from_job(J.fetch_job(q, j)) for j in ids]
+    views = q.get_many(ids)
     assert [v.status for v in views] == ["finished"] * 6 and all(v.attempts == 1 for v in views)
     for ahead, later in ((views[0:2], views[2:4]), (views[2:4], views[4:6])):
         assert max(v.started_at for v in later) < min(v.ended_at for v in ahead)
@@ -127,20 +103,20 @@ def test_an_image_that_cannot_fit_fails_alone(env):
     s, conn, q, storage = env
     ids = [enqueue(s, q, storage, png(photo(size=(10, 10 + i))), "bicubic") for i in range(3)]
     w = BatchWorker(s, connection=conn)
-    w.load_models()
+    w.load()
     calls: list = []
-    w.engines = {k: Recording(up, calls, fail_image=1) for k, up in w.engines.items()}
+    w.models.engines = {k: Recording(up, calls, fail_image=1) for k, up in w.models.engines.items()}
     run(w)
     assert statuses(q, ids) == [("finished", None), ("failed", "image_too_large"), ("finished", None)]
-    assert q.failed_job_registry.get_job_ids() == [ids[1]]
+    assert q.queue.failed_job_registry.get_job_ids() == [ids[1]]
 
 
 def test_an_engine_failure_fails_only_the_unfinished_jobs(env):
     s, conn, q, storage = env
     ids = [enqueue(s, q, storage, png(photo(size=(10, 10 + i))), "bicubic") for i in range(3)]
     w = BatchWorker(s, connection=conn)
-    w.load_models()
-    w.engines = {k: Recording(up, [], crash_after=1) for k, up in w.engines.items()}
+    w.load()
+    w.models.engines = {k: Recording(up, [], crash_after=1) for k, up in w.models.engines.items()}
     run(w)
     got = statuses(q, ids)
     assert got[0] == ("finished", None) and got[1:] == [("failed", "engine_error")] * 2

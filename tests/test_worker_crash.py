@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from servicekit import (  # noqa: E402
+from tests.servicekit import (
     PrivateRedis,
     decode_png,
     direct_upscale,
+    enqueue_upscale,
     photo,
     png,
     service_env,
@@ -143,54 +141,48 @@ def test_sigterm_finishes_the_batch_in_flight_and_gives_back_the_rest(redis_serv
 
 def test_a_job_that_keeps_killing_workers_fails_with_worker_died(redis_server):
     """Claims of a dead worker (no heartbeat): requeued while attempts remain, then failed `worker_died`."""
-    import hashlib
-
-    from rq.job import JobStatus
-
     from app.config import Settings
-    from worker import jobs as J
+    from worker.jobs import JobStore
+    from worker.presence import reap_dead_workers
     from worker.storage import make_storage
 
     s = Settings(redis_url=redis_server.url, queue="reap", key_prefix="reap", max_attempts=2)
     conn = redis_server.client
-    q, storage, keys = J.open_queue(s, conn), make_storage(s, conn), J.Keys.from_settings(s)
+    storage = make_storage(s, conn)
+    store = JobStore.for_queue(s, conn, storage)
+    keys = store.keys
     data = png(photo(size=(8, 8)))
-    meta = {
-        "model": "bicubic",
-        "scale": 4,
-        "version_pin": None,
-        "format": "png",
-        "quality": 90,
-        "input": {
-            "format": "PNG",
-            "width": 8,
-            "height": 8,
-            "mode": "RGB",
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        },
-    }
-    fresh, _ = J.enqueue(q, storage, s, job_id=J.new_job_id(), data=data, meta=meta)
-    doomed, _ = J.enqueue(q, storage, s, job_id=J.new_job_id(), data=data, meta=meta)
-    # A worker "ghost" claimed both and started them, then died without a word.
-    conn.sadd(keys.workers, "ghost")
-    for job, attempts in ((fresh, 1), (doomed, 2)):
-        conn.lmove(q.key, keys.inflight("ghost"), "LEFT", "RIGHT")
-        job.meta["attempts"] = attempts
-        job.set_status(JobStatus.STARTED)
-        job.save_meta()
-    assert q.count == 0
-    out = J.reap_dead_workers(q, storage, s)
-    assert out == {"requeued": [fresh.id], "failed": [doomed.id]}
-    assert q.get_job_ids() == [fresh.id]
-    view = J.JobView.from_job(J.fetch_job(q, doomed.id))
-    assert view.status == "failed" and view.error["code"] == "worker_died" and view.expires_at
-    assert doomed.id in q.failed_job_registry.get_job_ids()
-    assert storage.get("input", doomed.id) is None and storage.get("input", fresh.id) == data
-    assert not conn.exists(keys.inflight("ghost")) and not conn.sismember(keys.workers, "ghost")
+    # Reaping waits until Redis has been up longer than a worker's silence that counts as death (0 s here).
+    wait_for(lambda: int(conn.info("server")["uptime_in_seconds"]) >= 1, 10, "Redis to be up for a second")
+
+    def reap():
+        return reap_dead_workers(store, dead_after_s=0)
+
+    doomed = enqueue_upscale(store, data, "bicubic")
+    conn.sadd(keys.workers, "ghost1")  # a worker "ghost1" claimed and started it, then died without a word
+    assert [c.id for c in store.claim("ghost1", 8)] == [doomed]
+    assert reap() == {"requeued": [doomed], "failed": []}
+    fresh = enqueue_upscale(store, data, "bicubic")
+    conn.sadd(keys.workers, "ghost2")  # so did "ghost2": the doomed job's second attempt
+    claims = store.claim("ghost2", 8)
+    assert [(c.id, c.record.attempts) for c in claims] == [(doomed, 2), (fresh, 1)]
+    assert store.depth() == 0
+    assert reap() == {"requeued": [fresh], "failed": [doomed]}
+    assert store.queued_ids() == [fresh]
+    rec = store.get(doomed)
+    assert rec.status == "failed" and rec.data.error.code == "worker_died" and rec.data.expires_at
+    assert doomed in store.queue.failed_job_registry.get_job_ids()
+    assert storage.get("input", doomed) is None and storage.get("input", fresh) == data
+    assert not conn.exists(keys.inflight("ghost2")) and not conn.sismember(keys.workers, "ghost2")
+    assert store.claim_token(doomed) is None
+    # A dead worker's late end changes nothing: its claim is gone.
+    from worker.records import JobError
+
+    assert store.fail([(claims[0], JobError(code="late", message="too late"))]) == [False]
+    assert store.get(doomed).data.error.code == "worker_died"
     # A live worker's claims are left alone.
     conn.sadd(keys.workers, "alive-one")
     conn.set(keys.alive("alive-one"), "{}", ex=30)
-    conn.lmove(q.key, keys.inflight("alive-one"), "LEFT", "RIGHT")
-    assert J.reap_dead_workers(q, storage, s) == {"requeued": [], "failed": []}
+    assert [c.id for c in store.claim("alive-one", 8)] == [fresh]
+    assert reap() == {"requeued": [], "failed": []}
     assert conn.llen(keys.inflight("alive-one")) == 1

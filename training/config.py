@@ -12,9 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "STAGES", "stage_defaults", "load_config", "RECIPES_DIR"]
+__all__ = ["TrainConfig", "STAGES", "STAGE_ARCH", "stage_arch", "stage_defaults", "load_config", "RECIPES_DIR"]
 
 STAGES = ("srresnet", "srgan", "espcn", "srcnn")
+# The architecture (``model.archs.ARCHS`` name) each stage trains: the srgan stage trains an SRResNet generator.
+STAGE_ARCH = {"srresnet": "srresnet", "srgan": "srresnet", "espcn": "espcn", "srcnn": "srcnn"}
+
+
+def stage_arch(stage: str) -> str:
+    """The architecture ``stage`` trains; a ValueError naming the stages otherwise."""
+    if stage not in STAGE_ARCH:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    return STAGE_ARCH[stage]
+
+
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 

@@ -25,10 +25,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.archs import ESPCN, SRCNN, Discriminator, SRResNet
+from model.archs import ARCHS, Discriminator
 from model.weights import ModelCard, load_weights, save_weights
 from model.zoo import SPECS, LoadedModel
-from training.config import TrainConfig
+from training.config import TrainConfig, stage_arch
 from training.data import RandomCrops, StepSampler, degrade, make_loader, scan_images
 from training.losses import VGGSource, load_vgg, pixel_loss
 
@@ -44,18 +44,14 @@ def _unwrap(m: nn.Module) -> nn.Module:
 
 
 def build_generator(cfg: TrainConfig) -> nn.Module:
-    if cfg.stage in ("srresnet", "srgan"):
-        return SRResNet(scale=cfg.scale)
-    if cfg.stage == "espcn":
-        return ESPCN(scale=cfg.scale)
-    return SRCNN(scale=cfg.scale)
+    return ARCHS[stage_arch(cfg.stage)](scale=cfg.scale)
 
 
 def generator_arch(cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
-    net = build_generator(cfg)
-    if isinstance(net, SRResNet):
-        return "srresnet", {"scale": cfg.scale, "num_channels": 3, "num_feat": 64, "num_blocks": len(net.body)}
-    arch = "espcn" if isinstance(net, ESPCN) else "srcnn"
+    arch = stage_arch(cfg.stage)
+    if arch == "srresnet":
+        net = build_generator(cfg)
+        return arch, {"scale": cfg.scale, "num_channels": 3, "num_feat": 64, "num_blocks": len(net.body)}
     return arch, {"scale": cfg.scale}
 
 

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from app.config import Settings
+    from worker.settings import ServiceSettings as Settings
 
     overrides = {
         k: v

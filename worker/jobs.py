@@ -1,77 +1,52 @@
-"""Job bookkeeping shared by the gateway and the worker, so the two cannot disagree.
+"""The job lifecycle, in one place: enqueue (with idempotency), claim and start, progress, finish, fail, cancel,
+give back, and reading a job. The gateway and the workers call :class:`JobStore`; nothing else touches rq's job
+hashes or the service's job keys.
 
-A job is an rq job (``rq:job:<id>``, JSON serializer) on the rq queue ``Settings.queue``, so rq's own tools
-(``rq info``, the registries) see it. rq never runs it: :func:`upscale_job` is only its function reference; the
-batching worker (``worker/service.py``) takes jobs off the queue itself. The service's fields live in the rq
-job's ``meta``:
+A job is an rq job (``rq:job:<id>``, on rq's queue list ``rq:queue:<name>``), so ``rq info`` and rq's registries
+see it; rq never runs it (:func:`upscale_job` is only its function reference). The service's fields live in the
+same hash (``worker/records.py``). The service's own keys (:class:`Keys`) hold what rq has no place for: each
+worker's claim list (claims move ids there atomically, so a worker that dies leaves them findable), each started
+job's claim token (the fence: ``worker/lua.py``), idempotency keys, and the channel on which jobs' ends are
+announced to long-polls. Workers' presence and the dead-worker reaper are in ``worker/presence.py``.
 
-=================  =======================================================================================
-``model``          model name; ``scale``: integer scale; ``version_pin``: the requested registry version or null
-``format``         output format (png, webp, jpeg); ``quality``: WebP/JPEG quality
-``input``          ``{format, width, height, mode, bytes, sha256}`` read from the upload's header
-``attempts``       how many times a worker started the job (a dead worker's job is retried up to
-                   ``Settings.max_attempts``, then failed with ``worker_died``)
-``progress``       0..1, tiles done / tiles planned
-``model_version``  registry version that computed the result (null for interpolation); ``model_sha256``: its
-                   weights' sha256 ("builtin" for interpolation); ``batch_started_at``: when its batch started
-``output``         ``{width, height, bytes, content_type}`` once finished
-``error``          ``{code, message}`` once failed
-``expires_at``     when the input (while queued) or the result (once ended) is deleted, ISO 8601 UTC
-``worker``         the worker that computes / computed it
-=================  =======================================================================================
-
-The service's own keys (:class:`Keys`) hold what rq has no place for: which jobs each worker has claimed
-(``inflight``; claims move job ids there atomically, so a worker that dies leaves them findable), which
-workers are alive (a TTL'd key refreshed by a heartbeat thread, also saying which models are loaded),
-idempotency keys, and the pub/sub channel on which jobs' ends are announced to long-polls.
+Redis calls here are synchronous; the gateway's reads have ``a``-prefixed asynchronous twins.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter
 from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import utcformat, utcparse
+
+from model.clock import utcnow
+from worker import lua
+from worker.records import JobError, JobRecord, JobState, Status, TrainingRun, UpscaleJob
+from worker.storage import Storage
 
 __all__ = [
     "JOB_FUNC",
-    "TERMINAL",
+    "TRAINING_FUNC",
     "Keys",
-    "JobView",
+    "JobStore",
+    "Claim",
     "IdempotencyConflict",
-    "upscale_job",
     "new_job_id",
-    "open_queue",
-    "fetch_job",
-    "enqueue",
-    "cancel",
-    "publish",
-    "requeue",
-    "fail",
-    "reap_dead_workers",
-    "live_workers",
-    "parse_live_workers",
-    "utcnow",
-    "iso",
-    "expiry",
-    "parse_model",
-    "estimated_seconds_per_job",
+    "upscale_job",
+    "training_job",
 ]
 
-log = logging.getLogger(__name__)
-
 JOB_FUNC = "worker.jobs.upscale_job"
-TERMINAL = frozenset({"finished", "failed", "canceled"})
-STATUSES = ("queued", "started", "finished", "failed", "canceled")
+TRAINING_FUNC = "worker.jobs.training_job"
+_DOC = TypeAdapter(UpscaleJob | TrainingRun)
 
 
 def upscale_job(**_: Any) -> None:
@@ -80,16 +55,9 @@ def upscale_job(**_: Any) -> None:
     raise RuntimeError("srgan upscale jobs are run by `srgan worker`, not by a plain rq worker")
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def iso(t: dt.datetime | None) -> str | None:
-    if t is None:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def training_job(**_: Any) -> None:
+    """The function reference of every training run: runs are taken by ``srgan worker --queue training``."""
+    raise RuntimeError("srgan training runs are run by `srgan worker --queue training`, not by a plain rq worker")
 
 
 def new_job_id() -> str:
@@ -97,323 +65,514 @@ def new_job_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def parse_model(spec: str, default_scale: int) -> tuple[str, int]:
-    """``NAME`` or ``NAME_xSCALE`` (as weights files are named) -> (name, scale)."""
-    name, sep, scale = spec.rpartition("_x")
-    if sep and scale.isdigit():
-        return name, int(scale)
-    return spec, default_scale
-
-
 class Keys:
-    """The service's own Redis keys (rq's are ``rq:...``)."""
+    """The service's own Redis keys for one queue (rq's are ``rq:...``)."""
 
     def __init__(self, prefix: str, queue: str):
         self.prefix = prefix
         self.queue = queue
         self.workers = f"{prefix}:workers:{queue}"  # set: names of workers that serve the queue
-        self.events = f"{prefix}:events:{queue}"  # pub/sub channel: "<job id> <status>"
+        self.events = f"{prefix}:events:{queue}"  # pub/sub channel: "<job id> <status>" when a job ends
+        self.claim_prefix = f"{prefix}:claim:"
 
     def alive(self, worker: str) -> str:
-        return f"{self.prefix}:alive:{worker}"  # TTL'd JSON: models loaded, device, pid
+        return f"{self.prefix}:alive:{worker}"  # TTL'd JSON WorkerInfo
 
     def inflight(self, worker: str) -> str:
         return f"{self.prefix}:inflight:{worker}"  # list: job ids the worker has claimed
 
-    def idempotency(self, key: str) -> str:
-        digest = hashlib.sha256(key.encode()).hexdigest()
+    def claim(self, job_id: str) -> str:
+        return self.claim_prefix + job_id  # the token of the worker that started it
+
+    def idempotency(self, key: str, owner: str | None) -> str:
+        digest = hashlib.sha256(f"{owner or ''}\0{key}".encode()).hexdigest()  # scoped to the client
         return f"{self.prefix}:idem:{self.queue}:{digest}"
-
-    @classmethod
-    def from_settings(cls, settings) -> Keys:
-        return cls(settings.key_prefix, settings.queue)
-
-
-def open_queue(settings, connection) -> Queue:
-    return Queue(settings.queue, connection=connection, serializer=JSONSerializer)
-
-
-def fetch_job(queue: Queue, job_id: str) -> Job | None:
-    try:
-        return Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer)
-    except (NoSuchJobError, ValueError):  # ValueError: not a valid job id
-        return None
 
 
 @dataclass
-class JobView:
-    """What the API says about a job: one reading of the rq job and its meta."""
+class Claim:
+    """A job a worker has started: its record, its fence token, and its upload (until decoded)."""
 
-    id: str
-    status: str
-    model: str
-    scale: int
-    format: str
-    created_at: dt.datetime | None
-    enqueued_at: dt.datetime | None
-    started_at: dt.datetime | None
-    ended_at: dt.datetime | None
-    progress: float
-    attempts: int
-    model_version: int | None
-    model_sha256: str | None
-    input: dict[str, Any]
-    output: dict[str, Any] | None
-    error: dict[str, str] | None
-    expires_at: str | None
-    meta: dict[str, Any] = field(repr=False, default_factory=dict)
+    record: JobRecord
+    token: str
+    upload: bytes | None = None
 
     @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    @classmethod
-    def from_job(cls, job: Job) -> JobView:
-        meta = job.meta or {}
-        status = job.get_status(refresh=False)
-        status = str(status.value if hasattr(status, "value") else status)
-        if status == "stopped":
-            status = "canceled"
-        elif status not in STATUSES:  # deferred, scheduled: not used by the service; show as waiting
-            status = "queued"
-        progress = 1.0 if status == "finished" else float(meta.get("progress") or 0.0)
-        return cls(
-            id=job.id,
-            status=status,
-            model=meta.get("model", ""),
-            scale=int(meta.get("scale") or 0),
-            format=meta.get("format", ""),
-            created_at=job.created_at,
-            enqueued_at=job.enqueued_at,
-            started_at=job.started_at if status != "queued" else None,
-            ended_at=job.ended_at if status in TERMINAL else None,
-            progress=progress,
-            attempts=int(meta.get("attempts") or 0),
-            model_version=meta.get("model_version"),
-            model_sha256=meta.get("model_sha256"),
-            input=meta.get("input") or {},
-            output=meta.get("output"),
-            error=meta.get("error"),
-            expires_at=meta.get("expires_at"),
-            meta=meta,
-        )
-
-
-def expiry(seconds: float, start: dt.datetime | None = None) -> str:
-    """When something kept ``seconds`` from ``start`` (default: now) expires, ISO 8601 UTC."""
-    return iso((start or utcnow()) + dt.timedelta(seconds=seconds))
-
-
-def enqueue(
-    queue: Queue,
-    storage,
-    settings,
-    *,
-    job_id: str,
-    data: bytes,
-    meta: dict[str, Any],
-    idempotency_key: str | None = None,
-    admit: Callable[[], None] | None = None,
-) -> tuple[Job, bool]:
-    """Store the upload and enqueue its job in one round trip (Redis storage: atomically).
-
-    With an ``idempotency_key`` that was seen before (within ``input_ttl_s``) the earlier job is returned
-    instead: ``(job, False)``. Raises :class:`IdempotencyConflict` when that key came with other bytes or
-    other options (model, scale, format, quality).
-    ``admit`` runs just before a new job is written and may raise to refuse it (the queue is full); a
-    refused job releases its idempotency key.
-    """
-    conn = queue.connection
-    keys = Keys.from_settings(settings)
-    options = "|".join(str(meta.get(k)) for k in ("model", "scale", "version_pin", "format", "quality"))
-    fingerprint = hashlib.sha256(options.encode() + bytes.fromhex(meta["input"]["sha256"])).hexdigest()
-    if idempotency_key is not None:
-        idem = keys.idempotency(idempotency_key)
-        claimed = conn.set(idem, f"{job_id} {fingerprint}", nx=True, ex=settings.input_ttl_s)
-        if not claimed:
-            raw = conn.get(idem)
-            if raw is not None:
-                earlier_id, earlier_fingerprint = raw.decode().split(" ", 1)
-                if earlier_fingerprint != fingerprint:
-                    raise IdempotencyConflict(earlier_id)
-                earlier = fetch_job(queue, earlier_id)
-                if earlier is not None:
-                    return earlier, False
-            conn.set(idem, f"{job_id} {fingerprint}", ex=settings.input_ttl_s)  # the earlier job has expired
-    if admit is not None:
-        try:
-            admit()
-        except BaseException:
-            if idempotency_key is not None:
-                conn.delete(keys.idempotency(idempotency_key))
-            raise
-    meta = {**meta, "attempts": 0, "progress": 0.0, "expires_at": expiry(settings.input_ttl_s)}
-    job = queue.create_job(
-        JOB_FUNC,
-        job_id=job_id,
-        meta=meta,
-        ttl=settings.input_ttl_s,
-        result_ttl=settings.result_ttl_s,
-        failure_ttl=settings.result_ttl_s,
-        timeout=-1,
-        description=f"upscale {meta['model']} x{meta['scale']}",
-    )
-    with conn.pipeline() as pipe:
-        pipe.multi()  # rq's enqueue wants the transaction open before any command is queued
-        storage.put("input", job_id, data, settings.input_ttl_s, pipeline=pipe)
-        queue.enqueue_job(job, pipeline=pipe)
-        pipe.execute()
-    return job, True
+    def id(self) -> str:
+        return self.record.id
 
 
 class IdempotencyConflict(Exception):
-    """The idempotency key was used before with different bytes."""
-
-    def __init__(self, job_id: str):
-        super().__init__(job_id)
-        self.job_id = job_id
+    """The idempotency key was used before (by this client) with other bytes or other options."""
 
 
-def publish(connection, keys: Keys, job_id: str, status: str, pipeline=None) -> None:
-    """Announce that a job has ended (finished, failed, canceled): long-polls waiting on it wake up. Other
-    changes are not announced; waiters only wait for an end."""
-    (pipeline if pipeline is not None else connection).publish(keys.events, f"{job_id} {status}")
+def _fmt(t: dt.datetime) -> str:
+    return utcformat(t)
 
 
-def cancel(queue: Queue, storage, keys: Keys, job: Job) -> bool:
-    """Cancel a job that no worker has taken yet. False when it was already taken (or had ended).
-
-    Workers take job ids off the queue list with LMOVE, so a job id still removed by LREM here was not
-    taken: the two cannot both win.
-    """
-    conn = queue.connection
-    if not conn.lrem(queue.key, 1, job.id):
-        return False
-    job.meta.update(error=None, expires_at=expiry(int(job.result_ttl or 0) or 3600))
-    job.save_meta()
-    job.cancel()
-    storage.delete("input", job.id)
-    publish(conn, keys, job.id, "canceled")
-    return True
+def _parse_time(raw: bytes | None) -> dt.datetime | None:
+    return utcparse(raw.decode()) if raw else None
 
 
-def requeue(job: Job, queue: Queue, pipeline, reason: str) -> None:
-    """Put a started-but-abandoned job back at the front of its queue (it was accepted first)."""
-    job.meta.update(progress=0.0, worker=None)
-    job.meta.setdefault("requeued", []).append(reason)
-    job.started_at = None
-    job.worker_name = None
-    job.set_status(JobStatus.QUEUED, pipeline=pipeline)
-    job.save(pipeline=pipeline, include_meta=True, include_result=False)
-    _forget_executions(queue, job.id, pipeline)
-    queue.push_job_id(job.id, pipeline=pipeline, at_front=True)
+def _status(raw: bytes | None) -> Status:
+    s = raw.decode() if raw else "queued"
+    if s == "stopped":
+        return "canceled"
+    return s if s in ("queued", "started", "finished", "failed", "canceled") else "queued"  # type: ignore[return-value]
 
 
-def _forget_executions(queue: Queue, job_id: str, pipeline) -> None:
-    """Drop a job's entries (``<job id>:<execution id>``) from rq's started registry, so rq's own
-    abandoned-job cleanup never fails a job that the service has already requeued or failed."""
-    registry = queue.started_job_registry.key
-    prefix = f"{job_id}:".encode()
-    stale = [e for e in queue.connection.zrange(registry, 0, -1) if e.startswith(prefix)]
-    if stale:
-        pipeline.zrem(registry, *stale)
-    from rq.executions import ExecutionRegistry
+class JobStore:
+    """Every transition of the jobs on one queue. ``aconnection`` (a ``redis.asyncio`` client) serves the
+    gateway's ``a``-methods."""
 
-    pipeline.delete(ExecutionRegistry(job_id, queue.connection).key)
+    def __init__(
+        self,
+        connection,
+        storage: Storage,
+        *,
+        prefix: str,
+        queue: str,
+        job_ttl_s: int,
+        result_ttl_s: int,
+        max_attempts: int = 3,
+        aconnection=None,
+    ):
+        self.conn = connection
+        self.aconn = aconnection
+        self.storage = storage
+        self.keys = Keys(prefix, queue)
+        self.queue = Queue(queue, connection=connection, serializer=JSONSerializer)
+        self.job_ttl_s = int(job_ttl_s)  # a queued job (and its upload) expires after this
+        self.result_ttl_s = int(result_ttl_s)  # an ended job (and its result) is kept this long
+        self.max_attempts = max_attempts
+        self._input_prefix = storage.redis_key("input", "") or ""  # '' when uploads are not in Redis
+        self._scripts = {name: connection.register_script(getattr(lua, name)) for name in lua.__all__}
+
+    @classmethod
+    def for_queue(cls, settings, connection, storage: Storage, *, training: bool = False, aconnection=None):
+        """The store of the upscale queue, or (``training``) of the training-run queue."""
+        queue, job_ttl, result_ttl = (
+            (settings.training_queue, settings.training_result_ttl_s, settings.training_result_ttl_s)
+            if training
+            else (settings.queue, settings.input_ttl_s, settings.result_ttl_s)
+        )
+        return cls(
+            connection,
+            storage,
+            prefix=settings.key_prefix,
+            queue=queue,
+            job_ttl_s=job_ttl,
+            result_ttl_s=result_ttl,
+            max_attempts=settings.max_attempts,
+            aconnection=aconnection,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.queue.name
+
+    # -- enqueue ----------------------------------------------------------------------------------------------
+    def enqueue(
+        self,
+        doc: UpscaleJob | TrainingRun,
+        upload: bytes | None = None,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        admit: Callable[[], None] | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """Store the upload and queue its job in one transaction. With an ``idempotency_key`` this client used
+        before (within the job TTL) for the same bytes and options, the earlier job is returned instead:
+        ``(record, False)``; with other bytes or options, :class:`IdempotencyConflict`. ``admit`` runs just
+        before a new job is written and may raise to refuse it (the queue is full); a refused job releases its
+        idempotency key."""
+        job_id = job_id or new_job_id()
+        idem = self.keys.idempotency(idempotency_key, doc.owner) if idempotency_key is not None else None
+        if idem is not None:
+            fingerprint = _fingerprint(doc)
+            if not self.conn.set(idem, f"{job_id} {fingerprint}", nx=True, ex=self.job_ttl_s):
+                raw = self.conn.get(idem)
+                if raw is not None:
+                    earlier_id, earlier_fingerprint = raw.decode().split(" ", 1)
+                    if earlier_fingerprint != fingerprint:
+                        raise IdempotencyConflict()
+                    earlier = self.get(earlier_id)
+                    if earlier is not None:
+                        return earlier, False
+                self.conn.set(idem, f"{job_id} {fingerprint}", ex=self.job_ttl_s)  # the earlier job has expired
+        if admit is not None:
+            try:
+                admit()
+            except BaseException:
+                if idem is not None:
+                    self.conn.delete(idem)
+                raise
+        now = utcnow()
+        doc = doc.model_copy(update={"expires_at": now + dt.timedelta(seconds=self.job_ttl_s)})
+        func = TRAINING_FUNC if isinstance(doc, TrainingRun) else JOB_FUNC
+        job = self.queue.create_job(
+            func,
+            job_id=job_id,
+            ttl=self.job_ttl_s,
+            result_ttl=self.result_ttl_s,
+            failure_ttl=self.result_ttl_s,
+            timeout=-1,
+            description=_describe(doc),
+        )
+        with self.conn.pipeline() as pipe:
+            pipe.multi()  # rq's enqueue wants the transaction open before any command is queued
+            if upload is not None:  # in Redis: in this transaction; elsewhere: now, before the job is queued
+                self.storage.put("input", job_id, upload, self.job_ttl_s, pipeline=pipe)
+            self.queue.enqueue_job(job, pipeline=pipe)
+            pipe.hset(job.key, mapping={"srgan": doc.model_dump_json(), "progress": "0", "attempts": "0"})
+            pipe.execute()
+        record = JobRecord(
+            id=job_id,
+            queue=self.name,
+            status="queued",
+            created_at=job.created_at,
+            enqueued_at=job.enqueued_at,
+            data=doc,
+        )
+        return record, True
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def parse(self, job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
+        """A job hash as HGETALL returns it -> the record (None: no such job, or not one of this queue's)."""
+        doc = raw.get(b"srgan")
+        if not doc or raw.get(b"origin", b"").decode() != self.name:
+            return None
+        status = _status(raw.get(b"status"))
+        queued = status == "queued"
+        return JobRecord(
+            id=job_id,
+            queue=self.name,
+            status=status,
+            created_at=_parse_time(raw.get(b"created_at")),
+            enqueued_at=_parse_time(raw.get(b"enqueued_at")),
+            started_at=None if queued else _parse_time(raw.get(b"started_at")),
+            ended_at=_parse_time(raw.get(b"ended_at")) if status in ("finished", "failed", "canceled") else None,
+            progress=1.0 if status == "finished" else float(raw.get(b"progress") or 0.0),
+            attempts=int(raw.get(b"attempts") or 0),
+            worker=None if queued else (raw.get(b"worker_name") or b"").decode() or None,
+            data=_DOC.validate_json(doc),
+        )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        key = _job_key(job_id)
+        return None if key is None else self.parse(job_id, self.conn.hgetall(key))
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        with self.conn.pipeline(transaction=False) as pipe:
+            for jid in job_ids:
+                pipe.hgetall(_job_key(jid) or "rq:job:-")
+            raws = pipe.execute()
+        return [self.parse(j, raw) for j, raw in zip(job_ids, raws, strict=True)]
+
+    async def aget(self, job_id: str, with_result: bool = False) -> tuple[JobRecord | None, bytes | None]:
+        """:meth:`get` on the asynchronous client. With ``with_result`` (and Redis storage) the result is read
+        in the same round trip: None until the job has finished."""
+        key = _job_key(job_id)
+        if key is None:
+            return None, None
+        result = None
+        result_key = self.storage.redis_key("result", job_id) if with_result else None
+        if result_key is not None:
+            async with self.aconn.pipeline(transaction=False) as pipe:
+                pipe.hgetall(key)
+                pipe.get(result_key)
+                raw, result = await pipe.execute()
+        else:
+            raw = await self.aconn.hgetall(key)
+        record = self.parse(job_id, raw) if raw else None
+        if record is None:
+            return None, None
+        if record.status != "finished":
+            return record, None
+        if with_result and result_key is None:
+            result = await self.storage.aget("result", job_id)
+        return record, result
+
+    def depth(self) -> int:
+        return int(self.conn.llen(self.queue.key))
+
+    async def adepth(self) -> int:
+        return int(await self.aconn.llen(self.queue.key))
+
+    def position(self, job_id: str) -> int | None:
+        pos = self.conn.lpos(self.queue.key, job_id)
+        return None if pos is None else int(pos)
+
+    async def aposition(self, job_id: str) -> int | None:
+        pos = await self.aconn.lpos(self.queue.key, job_id)
+        return None if pos is None else int(pos)
+
+    def queued_ids(self, start: int = 0, end: int = -1) -> list[str]:
+        return [j.decode() for j in self.conn.lrange(self.queue.key, start, end)]
+
+    def started_ids(self) -> list[str]:
+        """Jobs claimed by the queue's registered workers (started, or about to be)."""
+        names = [n.decode() for n in self.conn.smembers(self.keys.workers)]
+        with self.conn.pipeline(transaction=False) as pipe:
+            for n in names:
+                pipe.lrange(self.keys.inflight(n), 0, -1)
+            lists = pipe.execute() if names else []
+        return list(dict.fromkeys(j.decode() for ids in lists for j in ids))
+
+    def registry_ids(self, which: str, limit: int) -> list[str]:
+        """The latest ``limit`` job ids of rq's ``started`` (our claims), ``finished``, ``failed`` or
+        ``canceled`` registry."""
+        reg = {
+            "finished": self.queue.finished_job_registry,
+            "failed": self.queue.failed_job_registry,
+            "canceled": self.queue.canceled_job_registry,
+        }[which]
+        return [j.decode() for j in self.conn.zrevrange(reg.key, 0, limit - 1)]
+
+    # -- cancel -----------------------------------------------------------------------------------------------
+    def cancel(self, record: JobRecord) -> bool:
+        """Cancel a job no worker has taken yet; False when one has (or it had ended)."""
+        now = utcnow()
+        doc = record.data.model_copy(update={"error": None, "expires_at": _after(now, self.result_ttl_s)})
+        upload = self.storage.redis_key("input", record.id)
+        done = self._scripts["CANCEL"](
+            keys=[self.queue.key, Job.key_for(record.id), upload or "", self.queue.canceled_job_registry.key],
+            args=[
+                record.id,
+                _fmt(now),
+                doc.model_dump_json(),
+                self.result_ttl_s,
+                _score(self.result_ttl_s),
+                self.keys.events,
+            ],
+        )
+        if done and upload is None:
+            self.storage.delete("input", record.id)
+        return bool(done)
+
+    # -- the worker's side ------------------------------------------------------------------------------------
+    def claim(self, worker: str, n: int, block_s: float | None = None) -> list[Claim]:
+        """Take up to ``n`` queued jobs (waiting up to ``block_s`` for the first) onto ``worker``'s claim list
+        and start them, in one round trip; returns them with their uploads (Redis storage: read in the same
+        step; directory storage: read here)."""
+        inflight = self.keys.inflight(worker)
+        first = ""
+        if block_s:
+            got = self.conn.blmove(self.queue.key, inflight, block_s, "LEFT", "RIGHT")
+            if got is None:
+                return []
+            first = got.decode()
+        now = _fmt(utcnow())
+        rows = self._scripts["CLAIM"](
+            keys=[self.queue.key, inflight],
+            args=[
+                n,
+                worker,
+                now,
+                Job.redis_job_namespace_prefix,
+                self.keys.claim_prefix,
+                self._input_prefix,
+                self.job_ttl_s + self.result_ttl_s,
+                first,
+            ],
+        )
+        claims = []
+        for row in rows:
+            jid, token, doc, created, enqueued = (x.decode() if x else "" for x in row[:5])
+            record = JobRecord(
+                id=jid,
+                queue=self.name,
+                status="started",
+                created_at=_parse_time(created.encode()),
+                enqueued_at=_parse_time(enqueued.encode()),
+                started_at=utcparse(now),
+                attempts=int(token.rsplit(" ", 1)[1]),
+                worker=worker,
+                data=_DOC.validate_json(doc),
+            )
+            claims.append(Claim(record, token, row[5] if len(row) > 5 else None))
+        if claims and not self._input_prefix:  # uploads not in Redis: read them here
+            for c, data in zip(claims, self.storage.get_many("input", [c.id for c in claims]), strict=True):
+                c.upload = data
+        return claims
+
+    def progress(self, values: list[tuple[Claim, float]]) -> None:
+        """Record started jobs' progress (0..1), one round trip for all; a job no longer held is left alone."""
+        if not values:
+            return
+        with self.conn.pipeline(transaction=False) as pipe:
+            for c, value in values:
+                self._scripts["PROGRESS"](
+                    keys=[self.keys.claim(c.id), Job.key_for(c.id)], args=[c.token, round(value, 6)], client=pipe
+                )
+            pipe.execute()
+
+    def save(self, claim: Claim) -> bool:
+        """Write a started job's document (a training run's state as it trains), if the worker still holds it."""
+        script = (
+            "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+            "redis.call('HSET', KEYS[2], 'srgan', ARGV[2], 'progress', ARGV[3]) return 1"
+        )
+        return bool(
+            self.conn.eval(
+                script,
+                2,
+                self.keys.claim(claim.id),
+                Job.key_for(claim.id),
+                claim.token,
+                claim.record.data.model_dump_json(),
+                round(claim.record.progress, 6),
+            )
+        )
+
+    def finish(self, items: list[tuple[Claim, Any, bytes | None]], worker_key: str = "") -> list[bool]:
+        """End started jobs as finished: ``(claim, output, result bytes)`` each, the document's output set from
+        ``output``. Result, status, registries, claim, upload and announcement in one atomic step per job, all
+        in one round trip; a job no longer held is left alone (False)."""
+        return self._end(items, "finished", worker_key)
+
+    def fail(self, items: list[tuple[Claim, JobError]], worker_key: str = "", *, fenced: bool = True) -> list[bool]:
+        """End started jobs as failed with their errors (``fenced=False``: whoever holds them, for the reaper
+        failing a dead worker's job)."""
+        return self._end([(c, e, None) for c, e in items], "failed", worker_key, fenced=fenced)
+
+    def end_canceled(self, claims: list[Claim]) -> list[bool]:
+        """End started jobs as canceled (a training run that saw its cancel request)."""
+        return self._end([(c, None, None) for c in claims], "canceled", "")
+
+    def _end(self, items, status: str, worker_key: str, fenced: bool = True) -> list[bool]:
+        if not items:
+            return []
+        now = utcnow()
+        ok = status == "finished"
+        registry = {
+            "finished": self.queue.finished_job_registry,
+            "failed": self.queue.failed_job_registry,
+            "canceled": self.queue.canceled_job_registry,
+        }[status].key
+        counter = {"finished": "successful_job_count", "failed": "failed_job_count"}.get(status)
+        in_redis = self.storage.redis_key("result", "") is not None
+        if not in_redis:
+            for c, _, result in items:  # the file exists before the job says finished
+                if result is not None:
+                    self.storage.put("result", c.id, result, self.result_ttl_s)
+        with self.conn.pipeline(transaction=False) as pipe:
+            for c, detail, result in items:
+                update: dict[str, Any] = {"expires_at": _after(now, self.result_ttl_s)}
+                update["output" if ok else "error"] = detail
+                c.record.data = doc = c.record.data.model_copy(update=update)
+                result_key = self.storage.redis_key("result", c.id) if result is not None else None
+                keys = [
+                    self.keys.claim(c.id),
+                    Job.key_for(c.id),
+                    self.keys.inflight(c.record.worker or "-"),
+                    registry,
+                    self.storage.redis_key("input", c.id) or "",
+                    result_key or "",
+                    worker_key if counter else "",
+                ]
+                args = [
+                    c.token if fenced else "",
+                    status,
+                    _fmt(now),
+                    doc.model_dump_json(),
+                    self.result_ttl_s,
+                    _score(self.result_ttl_s),
+                    result if result_key else b"",
+                    self.result_ttl_s,
+                    c.id,
+                    self.keys.events,
+                    counter or "",
+                    "1" if ok else "",
+                ]
+                self._scripts["END"](keys=keys, args=args, client=pipe)
+            done = [bool(x) for x in pipe.execute()]
+        if not in_redis:
+            for (c, _, _), d in zip(items, done, strict=True):
+                if d:
+                    self.storage.delete("input", c.id)
+        return done
+
+    def requeue(
+        self, job_id: str, from_list: str, *, token: str = "", reason: str | None = None, attempts_change: int = 0
+    ) -> bool:
+        """Put a job back at the front of its queue (it was accepted first), taking it off ``from_list`` (a claim
+        list). ``token``: the claim it must still have (a started job); '' for a job claimed but never started.
+        ``reason`` is appended to the job's ``requeued`` list."""
+        record = self.get(job_id)
+        if record is None:
+            self.conn.lrem(from_list, 0, job_id)
+            return False
+        doc: JobState = record.data
+        if reason:
+            doc = doc.model_copy(update={"requeued": [*doc.requeued, reason]})
+        ttl = self.job_ttl_s
+        if doc.expires_at is not None:  # a queued job keeps the expiry its upload was given
+            ttl = max(60, int((doc.expires_at - utcnow()).total_seconds()))
+        return bool(
+            self._scripts["REQUEUE"](
+                keys=[self.keys.claim(job_id), Job.key_for(job_id), self.queue.key, from_list],
+                args=[token, doc.model_dump_json(), attempts_change, ttl, job_id],
+            )
+        )
+
+    def give_back(self, worker: str, held: dict[str, str], *, keep_held: bool = False, reason: str) -> list[str]:
+        """Put ``worker``'s claimed jobs back at the front of the queue: those it started (``held``: id -> token,
+        or a claim token naming it) with their attempt not counted, those claimed and never started as they
+        were. ``keep_held``: only the ones it does not hold (after an outage lost a claim's reply)."""
+        inflight = self.keys.inflight(worker)
+        back = []
+        for jid in dict.fromkeys(j.decode() for j in self.conn.lrange(inflight, 0, -1)):
+            if keep_held and jid in held:
+                continue
+            token = held.get(jid) or self.claim_token(jid)
+            if token is not None and token.rsplit(" ", 1)[0] == worker:
+                done = self.requeue(jid, inflight, token=token, reason=reason, attempts_change=-1)
+            else:
+                done = self.requeue(jid, inflight)
+            if done:
+                back.append(jid)
+        if not keep_held:
+            self.conn.delete(inflight)
+        return back
+
+    def clean_registries(self) -> None:
+        """rq's own expiry of its registries' entries."""
+        from rq.registry import clean_registries
+
+        clean_registries(self.queue)
+
+    def claim_token(self, job_id: str) -> str | None:
+        raw = self.conn.get(self.keys.claim(job_id))
+        return raw.decode() if raw else None
 
 
-def fail(job: Job, queue: Queue, pipeline, code: str, message: str, result_ttl_s: int) -> None:
-    """Fail a job from outside a worker's run (the reaper): rq's failure bookkeeping plus our error."""
-    from rq.job_lifecycle import record_job_failure
-
-    job.ended_at = utcnow()
-    job.meta.update(error={"code": code, "message": message}, expires_at=expiry(result_ttl_s, job.ended_at))
-    job.save(pipeline=pipeline, include_meta=True, include_result=False)
-    _forget_executions(queue, job.id, pipeline)
-    record_job_failure(job, f"{code}: {message}", pipeline)
+def _job_key(job_id: str) -> str | None:
+    try:
+        return Job.key_for(job_id)
+    except ValueError:
+        return None
 
 
-def live_workers(connection, keys: Keys) -> dict[str, dict[str, Any]]:
-    """Workers of the queue whose heartbeat has not expired: name -> what they advertise."""
-    names = sorted(n.decode() for n in connection.smembers(keys.workers))
-    return parse_live_workers(names, connection.mget([keys.alive(n) for n in names]) if names else [])
+def _after(t: dt.datetime, seconds: float) -> dt.datetime:
+    return t + dt.timedelta(seconds=seconds)
 
 
-def parse_live_workers(names: list[str], values: list[bytes | None]) -> dict[str, dict[str, Any]]:
-    """Worker names and their ``alive`` values (None: expired) -> the live ones' advertisements."""
-    return {n: json.loads(v) for n, v in zip(names, values, strict=True) if v is not None}
+def _score(ttl_s: int) -> float:
+    """rq's registry score: when the entry expires (seconds since the epoch)."""
+    return utcnow().timestamp() + ttl_s
 
 
-def reap_dead_workers(queue: Queue, storage, settings, keys: Keys | None = None) -> dict[str, list[str]]:
-    """Requeue the jobs of workers that died holding them (SIGKILL, OOM, power loss).
-
-    A worker is dead when its ``alive`` key has expired (no heartbeat for ``worker_dead_after_s``). Its claim
-    list is renamed away atomically first, so two reapers (every worker runs one) never both take a job.
-    A job that was started ``max_attempts`` times is failed with ``worker_died`` instead of requeued: an
-    image that kills workers must not kill them all in turn. Returns ``{"requeued": [...], "failed": [...]}``.
-    """
-    import redis
-
-    conn = queue.connection
-    keys = keys or Keys.from_settings(settings)
-    out: dict[str, list[str]] = {"requeued": [], "failed": []}
-    for raw in conn.smembers(keys.workers):
-        name = raw.decode()
-        if conn.exists(keys.alive(name)):
-            continue
-        grabbed = f"{keys.inflight(name)}:reaping:{secrets.token_hex(4)}"
-        try:
-            conn.rename(keys.inflight(name), grabbed)
-        except redis.ResponseError:  # no such key: it held no jobs, or another reaper took them
-            _unregister(conn, keys, queue, name)
-            continue
-        for jid in dict.fromkeys(j.decode() for j in conn.lrange(grabbed, 0, -1)):
-            job = fetch_job(queue, jid)
-            if job is None:
-                continue  # expired
-            status = job.get_status(refresh=False)
-            if status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
-                continue  # it ended just before the worker died
-            with conn.pipeline() as pipe:
-                attempts = int(job.meta.get("attempts") or 0)
-                if status == JobStatus.STARTED and attempts >= settings.max_attempts:
-                    fail(
-                        job,
-                        queue,
-                        pipe,
-                        "worker_died",
-                        f"the worker processing this job died {attempts} times (killed or out of memory); giving up",
-                        settings.result_ttl_s,
-                    )
-                    storage.delete("input", jid, pipeline=pipe if storage.pipelined else None)
-                    publish(conn, keys, jid, "failed", pipeline=pipe)
-                    out["failed"].append(jid)
-                else:
-                    requeue(job, queue, pipe, f"worker {name} died")
-                    out["requeued"].append(jid)
-                pipe.execute()
-        conn.delete(grabbed)
-        _unregister(conn, keys, queue, name)
-        log.warning("worker %s died: requeued %d job(s), failed %d", name, len(out["requeued"]), len(out["failed"]))
-    return out
+def _fingerprint(doc: UpscaleJob | TrainingRun) -> str:
+    """What makes two requests the same: the upload's bytes and every option (idempotency)."""
+    if isinstance(doc, UpscaleJob):
+        options = f"{doc.model}|{doc.scale}|{doc.version_pin}|{doc.format}|{doc.quality}|{doc.input.sha256}"
+    else:
+        options = repr(sorted(doc.request.items()))
+    return hashlib.sha256(options.encode()).hexdigest()
 
 
-def _unregister(conn, keys: Keys, queue: Queue, name: str) -> None:
-    """Forget a dead worker, here and in rq's worker registry (so ``rq info`` stops listing it now rather
-    than when its rq key expires)."""
-    from rq.worker import BaseWorker
-    from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
-
-    rq_key = BaseWorker.redis_worker_namespace_prefix + name
-    with conn.pipeline() as pipe:
-        pipe.srem(keys.workers, name)
-        pipe.delete(rq_key, f"{rq_key}:executions")
-        pipe.srem(REDIS_WORKER_KEYS, rq_key)
-        pipe.srem(WORKERS_BY_QUEUE_KEY % queue.name, rq_key)
-        pipe.execute()
-
-
-def estimated_seconds_per_job(workers: dict[str, dict[str, Any]]) -> float | None:
-    """Seconds per job of all live workers together, from the moving averages they advertise."""
-    rates = [1.0 / w["seconds_per_job"] for w in workers.values() if (w.get("seconds_per_job") or 0) > 0]
-    return 1.0 / sum(rates) if rates else None
+def _describe(doc: UpscaleJob | TrainingRun) -> str:
+    if isinstance(doc, UpscaleJob):
+        return f"upscale {doc.model} x{doc.scale}"
+    return f"train {doc.stage} -> {doc.model} x{doc.scale}"

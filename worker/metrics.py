@@ -87,3 +87,55 @@ DEVICE_MEMORY = Gauge(
     ["device"],
 )
 BUSY = Gauge("srgan_worker_busy_jobs", "Jobs this worker is processing now")
+
+
+def set_loaded_model(up, loaded: bool) -> None:
+    """Show (or stop showing) an engine in ``srgan_model_loaded_info`` and its version in the active gauge."""
+    d = up.describe()
+    labels = (
+        up.model.name,
+        str(up.model.scale),
+        str(d["version_number"] or "builtin"),
+        d["version"],
+        d["device"],
+        d["precision"],
+    )
+    if not loaded:
+        try:
+            LOADED_MODEL.remove(*labels)
+        except KeyError:
+            pass
+        return
+    LOADED_MODEL.labels(*labels).set(1)
+    if d["version_number"] is not None:
+        ACTIVE_VERSION.labels(up.model.name, str(up.model.scale)).set(d["version_number"])
+
+
+def measure_device_memory(device) -> None:
+    """CUDA: memory allocated by torch; CPU: the process's resident set. ``device`` None: nothing loaded yet."""
+    if device is None:
+        return
+    if device.type == "cuda":
+        import torch
+
+        DEVICE_MEMORY.labels(str(device)).set(torch.cuda.memory_allocated(device))
+        return
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            DEVICE_MEMORY.labels("cpu").set(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError):
+        pass
+
+
+def serve_metrics(port: int, what: str = "worker") -> None:
+    """Serve this process's metrics on ``port`` (0: not at all); the one place a metrics server is started."""
+    if not port:
+        return
+    import logging
+
+    from prometheus_client import start_http_server
+
+    start_http_server(port)
+    logging.getLogger(__name__).info("%s metrics on :%d/metrics", what, port)

@@ -1,21 +1,11 @@
 """Training runs from the API: their bookkeeping, shared by the gateway and the training worker
 (``worker/training.py``).
 
-A run is an rq job on the ``Settings.training_queue`` queue (``training``), so ``rq info`` shows it. The gateway
-checks the request and enqueues it (:func:`enqueue_run`); a training worker (``srgan worker --queue training``,
- ``worker.training.TrainingWorker``) takes one run at a time and calls ``training.trainer.train`` in its own process. The
-run's fields live in the job's ``meta``:
-
-=================  =======================================================================================
-``kind``           ``"training"``; ``model``, ``scale``: the series the run makes a version of
-``request``        what was asked: stage, data, val, recipe, steps, overrides, init, auto_promote, by
-``step``           last logged step; ``total_steps``; ``progress`` 0..1; ``losses``, ``lr``, ``it_s``: the
-                   latest log row; ``val``: latest validation (PSNR-Y/SSIM-Y per folder), ``val_step``
-``samples_step``   step of the latest sample grid (the PNG is in the storage, kind ``samples``)
-``out``            the run's folder on the training worker (checkpoints, metrics.jsonl, samples, export)
-``output``         once finished: ``{version, sha256, gate, promoted, promote_reason}``
-``error``          ``{code, message}`` once failed
-=================  =======================================================================================
+A run is a job on the training queue (``Settings.training_queue``) of the job store (``worker/jobs.py``), so
+``rq info`` shows it; its document is a :class:`~worker.records.TrainingRun` (what was asked, the latest step,
+losses, validation and sample grid, the registered version once finished). The gateway checks the request and
+enqueues it (:func:`enqueue_run`); a training worker (``srgan worker --queue training``) takes one run at a time
+and calls ``training.trainer.train`` in its own process.
 
 A finished run registers its exported weights as a new version (source ``trained``) whatever its gate score;
 with ``auto_promote`` it is promoted only if it passed the gate. ``DELETE`` cancels a queued run at once and a
@@ -28,32 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from worker import jobs as J
+from worker.jobs import JobStore
+from worker.records import JobRecord, TrainingRun
 
-__all__ = [
-    "TRAINING_FUNC",
-    "training_job",
-    "enqueue_run",
-    "cancel_key",
-    "stage_arch",
-    "runs_dir",
-    "build_config",
-    "FORBIDDEN_OVERRIDES",
-]
+__all__ = ["enqueue_run", "cancel_key", "runs_dir", "build_config", "FORBIDDEN_OVERRIDES"]
 
-TRAINING_FUNC = "worker.runs.training_job"
 # Config fields that the request sets through its own fields, or that the worker owns.
 FORBIDDEN_OVERRIDES = frozenset({"stage", "data", "val", "out", "name", "scale", "init", "progress", "steps"})
-
-
-def training_job(**_: Any) -> None:
-    """The function reference of every training run: runs are taken by ``srgan worker --queue training``."""
-    raise RuntimeError("srgan training runs are run by `srgan worker --queue training`, not by a plain rq worker")
-
-
-def stage_arch(stage: str) -> str:
-    """The architecture a stage trains (the srgan stage trains an SRResNet generator)."""
-    return {"srresnet": "srresnet", "srgan": "srresnet", "espcn": "espcn", "srcnn": "srcnn"}[stage]
 
 
 def runs_dir(settings) -> Path:
@@ -66,31 +37,12 @@ def cancel_key(settings, run_id: str) -> str:
     return f"{settings.key_prefix}:training-cancel:{run_id}"
 
 
-def enqueue_run(queue, settings, *, model: str, scale: int, request: dict[str, Any]):
-    """Queue a checked training request; returns the rq job (its id is the run id)."""
-    run_id = J.new_job_id()
-    meta = {
-        "kind": "training",
-        "model": model,
-        "scale": scale,
-        "stage": request["stage"],
-        "request": request,
-        "attempts": 0,
-        "progress": 0.0,
-        "step": 0,
-        "total_steps": request.get("steps"),
-    }
-    job = queue.create_job(
-        TRAINING_FUNC,
-        job_id=run_id,
-        meta=meta,
-        result_ttl=settings.training_result_ttl_s,
-        failure_ttl=settings.training_result_ttl_s,
-        timeout=-1,
-        description=f"train {request['stage']} -> {model} x{scale}",
-    )
-    queue.enqueue_job(job)
-    return job
+def enqueue_run(store: JobStore, *, model: str, scale: int, request: dict[str, Any]) -> JobRecord:
+    """Queue a checked training request on the training queue's store; returns its record (its id is the run
+    id)."""
+    doc = TrainingRun(model=model, scale=scale, stage=request["stage"], request=request,
+                      total_steps=request.get("steps"))  # fmt: skip
+    return store.enqueue(doc)[0]
 
 
 def build_config(request: dict[str, Any], *, model: str, scale: int, out: Path | None, registry=None):

@@ -1,7 +1,8 @@
 """Where uploads and results live while a job needs them: one small interface, two backends.
 
-* :class:`RedisStorage` (default): one key per blob with a TTL. Writes can join a caller's pipeline, so the
-  gateway stores an upload and enqueues its job in one round trip, atomically.
+* :class:`RedisStorage` (default): one key per blob with a TTL, in the queue's Redis. Its keys are part of the
+  interface (:meth:`Storage.redis_key`), so the job lifecycle (``worker/jobs.py``) stores an upload with its
+  job, and a result with its job's end, in the same atomic step.
 * :class:`DirStorage`: files in a directory that gateway and workers share (large images, several hosts on
   one volume). A file's modification time is set to its expiry time; reads treat an expired file as gone and
   :meth:`DirStorage.sweep` (run by every worker's maintenance) deletes them.
@@ -24,13 +25,18 @@ KINDS = ("input", "result", "samples")
 
 
 class Storage(Protocol):
-    pipelined: bool  # Redis-backed: ``key()`` names the blobs and ``pipeline=`` is honoured
+    def redis_key(self, kind: str, job_id: str) -> str | None:
+        """The key holding the blob when blobs live in the queue's Redis (``SET`` with ``EX``); None when not."""
 
     def put(self, kind: str, job_id: str, data: bytes, ttl_s: int, pipeline=None) -> None:
-        """Store ``data`` for ``ttl_s`` seconds (in ``pipeline`` when the backend is Redis and one is given)."""
+        """Store ``data`` for ``ttl_s`` seconds: in Redis, as part of ``pipeline`` when one is given; elsewhere at
+        once (before the pipeline that refers to it runs)."""
 
     def get(self, kind: str, job_id: str) -> bytes | None:
         """The blob, or None when it never existed or has expired."""
+
+    async def aget(self, kind: str, job_id: str) -> bytes | None:
+        """:meth:`get` for a coroutine: without blocking the event loop."""
 
     def get_many(self, kind: str, job_ids: list[str]) -> list[bytes | None]: ...
 
@@ -41,35 +47,36 @@ class Storage(Protocol):
 
 
 class RedisStorage:
-    pipelined = True  # writes and reads can join a Redis pipeline
-
-    def __init__(self, connection, key_prefix: str):
+    def __init__(self, connection, key_prefix: str, aconnection=None):
         self.connection = connection
+        self.aconnection = aconnection  # redis.asyncio client for aget (the gateway sets it)
         self.prefix = key_prefix
 
-    def key(self, kind: str, job_id: str) -> str:
+    def redis_key(self, kind: str, job_id: str) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown blob kind {kind!r}")
         return f"{self.prefix}:{kind}:{job_id}"
 
     def put(self, kind: str, job_id: str, data: bytes, ttl_s: int, pipeline=None) -> None:
-        (pipeline if pipeline is not None else self.connection).set(self.key(kind, job_id), data, ex=int(ttl_s))
+        (pipeline if pipeline is not None else self.connection).set(self.redis_key(kind, job_id), data, ex=int(ttl_s))
 
     def get(self, kind: str, job_id: str) -> bytes | None:
-        return self.connection.get(self.key(kind, job_id))
+        return self.connection.get(self.redis_key(kind, job_id))
+
+    async def aget(self, kind: str, job_id: str) -> bytes | None:
+        return await self.aconnection.get(self.redis_key(kind, job_id))
 
     def get_many(self, kind: str, job_ids: list[str]) -> list[bytes | None]:
-        return self.connection.mget([self.key(kind, j) for j in job_ids]) if job_ids else []
+        return self.connection.mget([self.redis_key(kind, j) for j in job_ids]) if job_ids else []
 
     def delete(self, kind: str, job_id: str, pipeline=None) -> None:
-        (pipeline if pipeline is not None else self.connection).delete(self.key(kind, job_id))
+        (pipeline if pipeline is not None else self.connection).delete(self.redis_key(kind, job_id))
 
     def sweep(self) -> int:
         return 0  # Redis expires keys itself
 
 
 class DirStorage:
-    pipelined = False
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -102,6 +109,14 @@ class DirStorage:
         except FileNotFoundError:
             return None
 
+    def redis_key(self, kind: str, job_id: str) -> None:
+        return None
+
+    async def aget(self, kind: str, job_id: str) -> bytes | None:
+        import asyncio
+
+        return await asyncio.to_thread(self.get, kind, job_id)
+
     def get_many(self, kind: str, job_ids: list[str]) -> list[bytes | None]:
         return [self.get(kind, j) for j in job_ids]
 
@@ -122,11 +137,11 @@ class DirStorage:
         return n
 
 
-def make_storage(settings, connection) -> Storage:
+def make_storage(settings, connection, aconnection=None) -> Storage:
     if settings.storage == "dir":
         if settings.storage_dir is None:
             raise ValueError(
                 "SRGAN_STORAGE=dir needs SRGAN_STORAGE_DIR (a directory the gateway and the workers share)"
             )
         return DirStorage(settings.storage_dir)
-    return RedisStorage(connection, settings.key_prefix)
+    return RedisStorage(connection, settings.key_prefix, aconnection)

@@ -53,7 +53,8 @@ class Client:
         policy = self.retry if retry else NO_RETRY
         if wait:
             kwargs["params"] = {**kwargs.get("params", {}), "wait": wait}
-            kwargs["timeout"] = self.http.timeout.read + wait
+            read = self.http.timeout.read
+            kwargs["timeout"] = None if read is None else read + wait  # the server holds the answer that long
         attempt = 0
         while True:
             try:

@@ -23,24 +23,28 @@ async def healthz() -> schemas.Health:
     responses=responses(503),
     summary="Readiness: Redis answers and at least one live worker has a model loaded",
 )
-def readyz(gw: GatewayDep) -> schemas.Ready:
+async def readyz(gw: GatewayDep) -> schemas.Ready:
     import redis
 
+    from worker.retry import REDIS_DOWN
+
     try:
-        depth = gw.queue_depth()
-        workers = gw.live_workers(max_age_s=0)
-    except redis.RedisError as e:
-        raise ApiError(503, "redis_unavailable", f"Redis does not answer: {e}") from None
+        depth = await gw.jobs.adepth()
+        workers = await gw.alive_workers(max_age_s=0)
+    except REDIS_DOWN as e:
+        raise ApiError(503, "redis_unavailable", f"Redis does not answer: {e}", {"Retry-After": "2"}) from None
+    except redis.RedisError as e:  # it answers, with an error (out of memory, a failed disk write, ...)
+        raise ApiError(503, "redis_error", f"Redis answers with an error: {e}", {"Retry-After": "5"}) from None
     serving = [
-        schemas.WorkerInfo(name=n, models=w.get("models", []), busy=w.get("busy", 0))
+        schemas.WorkerInfo(name=n, models=[m.model_dump() for m in w.models], busy=w.busy)
         for n, w in workers.items()
-        if w.get("models")
+        if w.models
     ]
     if not serving:
         raise ApiError(
             503,
             "no_workers",
-            f"no live worker with a loaded model serves queue {gw.queue.name!r}",
+            f"no live worker with a loaded model serves queue {gw.jobs.name!r}",
             headers={"Retry-After": "5"},
         )
     return schemas.Ready(status="ready", queue_depth=depth, workers=serving)
@@ -55,10 +59,11 @@ def readyz(gw: GatewayDep) -> schemas.Ready:
 def prometheus_metrics(gw: GatewayDep) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    metrics.LONG_POLL_WAITERS.set(gw.events.waiters())
     try:
-        metrics.QUEUE_DEPTH.set(gw.queue_depth())
+        metrics.QUEUE_DEPTH.set(gw.jobs.depth())
         metrics.LIVE_WORKERS.set(len(gw.live_workers(max_age_s=0)))
-        metrics.TRAINING_QUEUE_DEPTH.set(int(gw.redis.llen(gw.training_queue.key)))
+        metrics.TRAINING_QUEUE_DEPTH.set(gw.runs.depth())
         for row in gw.catalog():
             if row["version"] is not None:
                 metrics.ACTIVE_VERSION.labels(row["name"], str(row["scale"])).set(row["version"])

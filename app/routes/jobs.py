@@ -11,7 +11,7 @@ from app.deps import GatewayDep
 from app.errors import ApiError, responses
 from app.service import Gateway
 from model.imageio import EXTENSIONS
-from worker import jobs as J
+from worker.records import JobRecord, UpscaleJob
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -23,39 +23,41 @@ WaitParam = Annotated[
 ]
 
 
-def job_resource(view: J.JobView, gw: Gateway, position: int | None = None) -> schemas.Job:
+def job_resource(rec: JobRecord, gw: Gateway, position: int | None = None) -> schemas.Job:
     """The API's view of a job; ``position``: jobs ahead of it while queued."""
-    if view.status != "queued":
+    job: UpscaleJob = rec.data  # type: ignore[assignment]
+    queued = rec.status == "queued"
+    if not queued:
         position = None
-    queued = view.enqueued_at or view.created_at
-    wait_s = (view.started_at - queued).total_seconds() if view.started_at and queued else None
-    proc_s = (view.ended_at - view.started_at).total_seconds() if view.ended_at and view.started_at else None
+    accepted = rec.enqueued_at or rec.created_at
+    wait_s = (rec.started_at - accepted).total_seconds() if rec.started_at and accepted else None
+    proc_s = (rec.ended_at - rec.started_at).total_seconds() if rec.ended_at and rec.started_at else None
     return schemas.Job(
-        id=view.id,
-        status=view.status,
-        model=view.model,
-        scale=view.scale,
-        format=view.format,
-        model_version=view.model_version,
-        model_sha256=view.model_sha256,
-        created_at=view.created_at,
+        id=rec.id,
+        status=rec.status,
+        model=job.model,
+        scale=job.scale,
+        format=job.format,
+        model_version=None if queued else job.model_version,
+        model_sha256=None if queued else job.model_sha256,
+        created_at=rec.created_at,
         timings=schemas.JobTimings(
-            queued_at=queued,
-            started_at=view.started_at,
-            ended_at=view.ended_at,
-            batch_started_at=view.meta.get("batch_started_at") if view.status != "queued" else None,
+            queued_at=accepted,
+            started_at=rec.started_at,
+            ended_at=rec.ended_at,
+            batch_started_at=None if queued else job.batch_started_at,
             queue_wait_s=wait_s,
             processing_s=proc_s,
         ),
-        progress=round(view.progress, 4),
-        attempts=view.attempts,
+        progress=round(rec.progress, 6),
+        attempts=rec.attempts,
         queue_position=position,
         estimated_wait_s=gw.estimated_wait(position) if position is not None else None,
-        input=schemas.InputInfo(**view.input),
-        output=view.output,
-        error=view.error,
-        expires_at=view.expires_at,
-        links=schemas.JobLinks(self=f"/v1/jobs/{view.id}", result=f"/v1/jobs/{view.id}/result"),
+        input=schemas.InputInfo(**job.input.model_dump()),
+        output=schemas.OutputInfo(**job.output.model_dump()) if job.output else None,
+        error=schemas.ErrorBody(**job.error.model_dump()) if job.error else None,
+        expires_at=job.expires_at,
+        links=schemas.JobLinks(self=f"/v1/jobs/{rec.id}", result=f"/v1/jobs/{rec.id}/result"),
     )
 
 
@@ -69,20 +71,20 @@ def not_found(job_id: str) -> ApiError:
     return ApiError(404, "job_not_found", f"no job {job_id!r}: unknown, or expired and deleted")
 
 
-async def _read(gw: Gateway, job_id: str, wait: float, with_result: bool = False) -> tuple[J.JobView, bytes | None]:
+async def _read(gw: Gateway, job_id: str, wait: float, with_result: bool = False) -> tuple[JobRecord, bytes | None]:
     """The job (and its result, if asked and finished), after waiting up to ``wait`` s for it to end."""
     wait = min(wait, gw.settings.max_wait_s)
 
     async def read():
-        return await gw.aview(job_id, with_result)
+        return await gw.jobs.aget(job_id, with_result)
 
     if wait > 0:
-        view, data = await gw.events.wait_until(job_id, wait, read, lambda v: v[0] is None or v[0].terminal)
+        rec, data = await gw.events.wait_until(job_id, wait, read, lambda v: v[0] is None or v[0].terminal)
     else:
-        view, data = await read()
-    if view is None:
+        rec, data = await read()
+    if rec is None:
         raise not_found(job_id)
-    return view, data
+    return rec, data
 
 
 @router.get(
@@ -92,12 +94,12 @@ async def _read(gw: Gateway, job_id: str, wait: float, with_result: bool = False
     summary="Job status, progress, timings and errors",
 )
 async def get_job(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Response:
-    view, _ = await _read(gw, job_id, wait)
+    rec, _ = await _read(gw, job_id, wait)
     position = None
-    if view.status == "queued":
-        position = await gw.aposition(job_id)
+    if rec.status == "queued":
+        position = await gw.jobs.aposition(job_id)
         await gw.alive_workers()  # fresh rates for the wait estimate, without a thread
-    return json_response(job_resource(view, gw, position))
+    return json_response(job_resource(rec, gw, position))
 
 
 @router.get(
@@ -110,29 +112,30 @@ async def get_job(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Respons
     summary="The upscaled image, once the job has finished",
 )
 async def get_result(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Response:
-    view, data = await _read(gw, job_id, wait, with_result=True)
-    if view.status == "failed":
-        err = view.error or {"code": "failed", "message": "the job failed"}
-        raise ApiError(409, "job_failed", f"the job failed: {err['code']}: {err['message']}")
-    if view.status == "canceled":
+    rec, data = await _read(gw, job_id, wait, with_result=True)
+    job: UpscaleJob = rec.data  # type: ignore[assignment]
+    if rec.status == "failed":
+        code, message = (job.error.code, job.error.message) if job.error else ("failed", "the job failed")
+        raise ApiError(409, "job_failed", f"the job failed: {code}: {message}")
+    if rec.status == "canceled":
         raise ApiError(409, "job_canceled", "the job was canceled; it has no result")
-    if view.status != "finished":
+    if rec.status != "finished":
         raise ApiError(
             409,
             "not_ready",
-            f"the job is {view.status} ({view.progress:.0%}); ask again, or pass wait=SECONDS to wait for it",
+            f"the job is {rec.status} ({rec.progress:.0%}); ask again, or pass wait=SECONDS to wait for it",
             headers={"Retry-After": "1"},
         )
     if data is None:
         raise ApiError(410, "result_expired", "the result has expired and was deleted")
-    ctype = (view.output or {}).get("content_type", "application/octet-stream")
+    ctype = job.output.content_type if job.output else "application/octet-stream"
     return Response(
         data,
         media_type=ctype,
         headers={
-            "Content-Disposition": f'inline; filename="{job_id}{EXTENSIONS.get(view.format, ".bin")}"',
-            "X-Model-Version": "" if view.model_version is None else str(view.model_version),
-            "X-Model-Sha256": view.model_sha256 or "",
+            "Content-Disposition": f'inline; filename="{job_id}{EXTENSIONS.get(job.format, ".bin")}"',
+            "X-Model-Version": "" if job.model_version is None else str(job.model_version),
+            "X-Model-Sha256": job.model_sha256 or "",
             "Cache-Control": "private, max-age=60",
         },
     )
@@ -141,19 +144,15 @@ async def get_result(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Resp
 @router.delete(
     "/{job_id}", response_model=schemas.Job, responses=responses(404, 409), summary="Cancel a job that has not started"
 )
-def cancel_job(job_id: str, gw: GatewayDep) -> schemas.Job:
-    job = J.fetch_job(gw.queue, job_id)
-    if job is None or job.origin != gw.queue.name:
+def cancel_job(job_id: str, gw: GatewayDep) -> Response:
+    rec = gw.jobs.get(job_id)
+    if rec is None:
         raise not_found(job_id)
-    status = J.JobView.from_job(job).status
-    if status == "canceled":
-        return job_resource(J.JobView.from_job(job), gw)
-    if status != "queued" or not J.cancel(gw.queue, gw.storage, gw.keys, job):
-        view = gw.view(job_id)
-        raise ApiError(
-            409, "not_cancelable", f"the job is {view.status if view else status}; only queued jobs can be canceled"
-        )
-    view = gw.view(job_id)
-    if view is None:
-        raise not_found(job_id)
-    return job_resource(view, gw)
+    if rec.status == "queued" and gw.jobs.cancel(rec):
+        rec = gw.jobs.get(job_id)
+        if rec is None:
+            raise not_found(job_id)
+    elif rec.status != "canceled":
+        now = gw.jobs.get(job_id) or rec
+        raise ApiError(409, "not_cancelable", f"the job is {now.status}; only queued jobs can be canceled")
+    return json_response(job_resource(rec, gw))

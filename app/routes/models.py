@@ -60,10 +60,10 @@ WaitParam = Annotated[
 def list_models(gw: GatewayDep) -> schemas.ModelList:
     loaded: dict[tuple[str, int], set[int]] = {}
     for w in gw.live_workers().values():
-        for m in w.get("models", []):
-            versions = loaded.setdefault((m["name"], m["scale"]), set())
-            if isinstance(m.get("version"), int):
-                versions.add(m["version"])
+        for m in w.models:
+            versions = loaded.setdefault((m.name, m.scale), set())
+            if m.version is not None:
+                versions.add(m.version)
     models = [
         schemas.ModelInfo(
             name=r["name"],
@@ -88,13 +88,13 @@ def list_models(gw: GatewayDep) -> schemas.ModelList:
 
 def _series(gw: Gateway, name: str, scale: int | None, *, scale_from_card: bool = False) -> tuple[str, int | None]:
     """``NAME_xSCALE`` or ``NAME`` (+ ``scale``) -> (name, scale); a 404 for unknown models."""
-    from model.zoo import SPECS
+    from model.specs import SPECS, parse_series
 
-    base, sep, sc = name.rpartition("_x")
-    if sep and sc.isdigit():
-        if scale is not None and scale != int(sc):
-            raise ApiError(422, "invalid_request", f"{name} says scale {sc} but the scale parameter is {scale}")
-        name, scale = base, int(sc)
+    base, named_scale = parse_series(name)
+    if named_scale is not None:
+        if scale is not None and scale != named_scale:
+            raise ApiError(422, "invalid_request", f"{name} says scale {named_scale} but the scale parameter is {scale}")
+        name, scale = base, named_scale
     if name not in SPECS:
         raise ApiError(404, "unknown_model", f"unknown model {name!r}; choose one of {', '.join(SPECS)}")
     if scale is None and not scale_from_card:
@@ -236,10 +236,10 @@ async def _rollout(gw: Gateway, name: str, scale: int, version: int, wait: float
     wait = min(wait, gw.settings.max_wait_s)
     while True:
         serving = {
-            w: m.get("version")
+            w: m.version
             for w, info in (await gw.alive_workers(max_age_s=0)).items()
-            for m in info.get("models", [])
-            if m["name"] == name and m["scale"] == scale
+            for m in info.models
+            if m.name == name and m.scale == scale
         }
         complete = all(v == version for v in serving.values())
         waited = time.monotonic() - t0

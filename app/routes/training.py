@@ -12,52 +12,47 @@ from app.admin import ADMIN_RESPONSES, AdminDep
 from app.deps import GatewayDep
 from app.errors import ApiError, responses
 from app.service import Gateway
-from worker import jobs as J
 from worker import runs as T
+from worker.records import JobRecord, TrainingRun
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training"], dependencies=[AdminDep])
 
 
-def _job(gw: Gateway, run_id: str):
-    job = J.fetch_job(gw.training_queue, run_id)
-    if job is None or job.origin != gw.training_queue.name or (job.meta or {}).get("kind") != "training":
+def _run(gw: Gateway, run_id: str) -> JobRecord:
+    rec = gw.runs.get(run_id)
+    if rec is None or not isinstance(rec.data, TrainingRun):
         raise ApiError(404, "run_not_found", f"no training run {run_id!r}: unknown, or expired and deleted")
-    return job
+    return rec
 
 
-def _resource(gw: Gateway, job) -> schemas.TrainingRun:
-    view = J.JobView.from_job(job)
-    m = view.meta
-    out = m.get("output") if view.status == "finished" else None
-    cancel = view.status == "started" and bool(gw.redis.exists(T.cancel_key(gw.settings, job.id)))
+def _resource(gw: Gateway, rec: JobRecord) -> schemas.TrainingRun:
+    run: TrainingRun = rec.data  # type: ignore[assignment]
+    cancel = rec.status == "started" and bool(gw.redis.exists(T.cancel_key(gw.settings, rec.id)))
+    out = run.output if rec.status == "finished" else None
     return schemas.TrainingRun(
-        id=job.id,
-        status=view.status,
-        model=m.get("model", ""),
-        scale=int(m.get("scale") or 0),
-        stage=m.get("stage", ""),
-        step=int(m.get("step") or 0),
-        total_steps=m.get("total_steps"),
-        progress=round(view.progress, 4),
+        id=rec.id,
+        status=rec.status,
+        model=run.model,
+        scale=run.scale,
+        stage=run.stage,
+        step=run.step,
+        total_steps=run.total_steps,
+        progress=round(rec.progress, 6),
         metrics=schemas.TrainingMetrics(
-            losses=m.get("losses") or {},
-            lr=m.get("lr"),
-            it_s=m.get("it_s"),
-            val=m.get("val"),
-            val_step=m.get("val_step"),
+            losses=run.losses, lr=run.lr, it_s=run.it_s, val=run.val, val_step=run.val_step
         ),
-        samples_step=m.get("samples_step"),
-        result=schemas.TrainingResult(**out) if out else None,
+        samples_step=run.samples_step,
+        result=schemas.TrainingResult(**out.model_dump()) if out else None,
         cancel_requested=cancel,
-        attempts=view.attempts,
-        created_at=view.created_at,
-        started_at=view.started_at,
-        ended_at=view.ended_at,
-        error=view.error,
-        out=m.get("out"),
-        request=m.get("request") or {},
+        attempts=rec.attempts,
+        created_at=rec.created_at,
+        started_at=rec.started_at,
+        ended_at=rec.ended_at,
+        error=schemas.ErrorBody(**run.error.model_dump()) if run.error else None,
+        out=run.out,
+        request=run.request,
         links=schemas.TrainingRunLinks(
-            self=f"/v1/training-runs/{job.id}", samples=f"/v1/training-runs/{job.id}/samples"
+            self=f"/v1/training-runs/{rec.id}", samples=f"/v1/training-runs/{rec.id}/samples"
         ),
     )
 
@@ -73,7 +68,8 @@ def _resource(gw: Gateway, job) -> schemas.TrainingRun:
     "with `auto_promote` the version is promoted if it passes the quality gate.",
 )
 def start_run(body: schemas.TrainingRunRequest, gw: GatewayDep, response: Response) -> schemas.TrainingRun:
-    from model.zoo import SPECS
+    from model.specs import SPECS
+    from training.config import stage_arch
 
     model = body.model or body.stage
     scale = body.scale or gw.settings.default_scale
@@ -81,11 +77,11 @@ def start_run(body: schemas.TrainingRunRequest, gw: GatewayDep, response: Respon
     if spec is None or spec.weightless:
         learned = [n for n, s in SPECS.items() if not s.weightless]
         raise _refused(422, "invalid_training_run", f"unknown model {model!r}; choose one of {', '.join(learned)}")
-    if spec.arch != T.stage_arch(body.stage):
+    if spec.arch != stage_arch(body.stage):
         raise _refused(
             422,
             "invalid_training_run",
-            f"the {body.stage} stage trains a {T.stage_arch(body.stage)}; {model} is a {spec.arch}",
+            f"the {body.stage} stage trains a {stage_arch(body.stage)}; {model} is a {spec.arch}",
         )
     if scale not in spec.scales:
         raise _refused(422, "invalid_training_run", f"{model} does not support scale {scale}")
@@ -95,10 +91,10 @@ def start_run(body: schemas.TrainingRunRequest, gw: GatewayDep, response: Respon
         T.build_config(request, model=model, scale=scale, out=None)
     except (ValueError, FileNotFoundError) as e:
         raise _refused(422, "invalid_training_run", str(e)) from None
-    job = T.enqueue_run(gw.training_queue, gw.settings, model=model, scale=scale, request=request)
+    rec = T.enqueue_run(gw.runs, model=model, scale=scale, request=request)
     metrics.REGISTRY_ACTIONS.labels("training_run", "ok").inc()
-    response.headers["Location"] = f"/v1/training-runs/{job.id}"
-    return _resource(gw, job)
+    response.headers["Location"] = f"/v1/training-runs/{rec.id}"
+    return _resource(gw, rec)
 
 
 def _refused(status: int, code: str, message: str) -> ApiError:
@@ -113,20 +109,12 @@ def _refused(status: int, code: str, message: str) -> ApiError:
     summary="Recent training runs, newest first (admin)",
 )
 def list_runs(gw: GatewayDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> schemas.TrainingRunList:
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-
-    q = gw.training_queue
-    ids = list(q.get_job_ids())
-    for registry in (q.started_job_registry, q.finished_job_registry, q.failed_job_registry, q.canceled_job_registry):
-        ids += registry.get_job_ids()
-    jobs = [
-        j
-        for j in Job.fetch_many(list(dict.fromkeys(ids)), connection=gw.redis, serializer=JSONSerializer)
-        if j is not None and (j.meta or {}).get("kind") == "training"
-    ]
-    jobs.sort(key=lambda j: j.created_at.timestamp() if j.created_at else 0.0, reverse=True)
-    return schemas.TrainingRunList(runs=[_resource(gw, j) for j in jobs[:limit]])
+    ids = gw.runs.queued_ids() + gw.runs.started_ids()
+    for which in ("finished", "failed", "canceled"):
+        ids += gw.runs.registry_ids(which, limit)
+    runs = [r for r in gw.runs.get_many(list(dict.fromkeys(ids))) if r is not None]
+    runs.sort(key=lambda r: r.created_at.timestamp() if r.created_at else 0.0, reverse=True)
+    return schemas.TrainingRunList(runs=[_resource(gw, r) for r in runs[:limit]])
 
 
 @router.get(
@@ -136,7 +124,7 @@ def list_runs(gw: GatewayDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -
     summary="A training run: status, step, progress, latest metrics (admin)",
 )
 def get_run(run_id: str, gw: GatewayDep) -> schemas.TrainingRun:
-    return _resource(gw, _job(gw, run_id))
+    return _resource(gw, _run(gw, run_id))
 
 
 @router.get(
@@ -149,14 +137,14 @@ def get_run(run_id: str, gw: GatewayDep) -> schemas.TrainingRun:
     summary="The run's latest sample grid (admin)",
 )
 def get_samples(run_id: str, gw: GatewayDep) -> Response:
-    job = _job(gw, run_id)
-    data = gw.storage.get("samples", job.id)
+    rec = _run(gw, run_id)
+    data = gw.storage.get("samples", rec.id)
     if data is None:
         raise ApiError(404, "no_samples", "the run has no sample grid yet (one is made at each validation)")
     return Response(
         data,
         media_type="image/png",
-        headers={"Cache-Control": "no-cache", "X-Step": str(job.meta.get("samples_step") or "")},
+        headers={"Cache-Control": "no-cache", "X-Step": str(rec.data.samples_step or "")},  # type: ignore[union-attr]
     )
 
 
@@ -169,20 +157,17 @@ def get_samples(run_id: str, gw: GatewayDep) -> Response:
     "`cancel_requested`), keeping its checkpoint and registering nothing.",
 )
 def cancel_run(run_id: str, gw: GatewayDep, response: Response) -> schemas.TrainingRun:
-    job = _job(gw, run_id)
-    status = J.JobView.from_job(job).status
-    if status == "queued":
-        keys = J.Keys(gw.settings.key_prefix, gw.training_queue.name)
-        if J.cancel(gw.training_queue, gw.storage, keys, job):
+    rec = _run(gw, run_id)
+    if rec.status == "queued":
+        if gw.runs.cancel(rec):
             metrics.REGISTRY_ACTIONS.labels("training_cancel", "ok").inc()
-            return _resource(gw, _job(gw, run_id))
-        job = _job(gw, run_id)  # a worker took it meanwhile
-        status = J.JobView.from_job(job).status
-    if status == "started":
+            return _resource(gw, _run(gw, run_id))
+        rec = _run(gw, run_id)  # a worker took it meanwhile
+    if rec.status == "started":
         gw.redis.set(T.cancel_key(gw.settings, run_id), "1", ex=gw.settings.training_result_ttl_s)
         metrics.REGISTRY_ACTIONS.labels("training_cancel", "ok").inc()
         response.status_code = 202
-        return _resource(gw, job)
-    if status == "canceled":
-        return _resource(gw, job)
-    raise ApiError(409, "not_cancelable", f"the run has {status}; only queued or running runs can be canceled")
+        return _resource(gw, rec)
+    if rec.status == "canceled":
+        return _resource(gw, rec)
+    raise ApiError(409, "not_cancelable", f"the run has {rec.status}; only queued or running runs can be canceled")

@@ -15,7 +15,9 @@ from app.deps import GatewayDep
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
 from app.routes.jobs import job_resource, json_response
 from app.service import Gateway
-from worker import jobs as J
+from worker.jobs import IdempotencyConflict
+from worker.presence import estimated_seconds_per_job
+from worker.records import InputInfo, JobRecord, UpscaleJob
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -137,7 +139,7 @@ async def upscale(
     if len(data) > s.max_upload_bytes:
         raise reject(413, "upload_too_large", f"the upload is larger than {s.max_upload_bytes:,} bytes")
     # Header checks, hashing and the Redis round trips (rq is synchronous) in one hand-off to the thread pool.
-    job, created, position = await run_in_threadpool(
+    rec, created, position = await run_in_threadpool(
         accept,
         gw,
         data,
@@ -148,13 +150,13 @@ async def upscale(
         quality=quality or s.default_quality,
         idempotency_key=idempotency_key,
     )
-    headers = {"Location": f"/v1/jobs/{job.id}"}
+    headers = {"Location": f"/v1/jobs/{rec.id}"}
     if created:
         metrics.UPLOAD_BYTES.observe(len(data))
         metrics.JOBS_ENQUEUED.labels(name).inc()
     else:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(job_resource(J.JobView.from_job(job), gw, position), 202, headers)
+    return json_response(job_resource(rec, gw, position), 202, headers)
 
 
 def accept(
@@ -167,19 +169,19 @@ def accept(
     fmt: str,
     quality: int,
     idempotency_key: str | None,
-):
-    """Check the upload and queue it (or find the job its idempotency key made). Returns (job, created,
+    owner: str | None = None,
+) -> tuple[JobRecord, bool, int | None]:
+    """Check the upload and queue it (or find the job its idempotency key made). Returns (record, created,
     position in the queue)."""
     s = gw.settings
     info = check_image(gw, data, scale)
-    sha = hashlib.sha256(data).hexdigest()
     depth = 0
 
     def admit() -> None:
         nonlocal depth
-        depth = gw.queue_depth()
+        depth = gw.jobs.depth()
         if depth >= s.max_queue_depth:
-            per_job = J.estimated_seconds_per_job(gw.live_workers()) or 1.0
+            per_job = estimated_seconds_per_job(gw.live_workers()) or 1.0
             retry = max(1, math.ceil((depth - s.max_queue_depth + 1) * per_job))
             raise reject(
                 429,
@@ -188,40 +190,31 @@ def accept(
                 headers={"Retry-After": str(retry)},
             )
 
-    meta = {
-        "model": name,
-        "scale": scale,
-        "version_pin": pin,
-        "format": fmt,
-        "quality": quality,
-        "input": {
-            "format": info.format,
-            "width": info.width,
-            "height": info.height,
-            "mode": info.mode,
-            "bytes": len(data),
-            "sha256": sha,
-        },
-    }
+    doc = UpscaleJob(
+        owner=owner,
+        model=name,
+        scale=scale,
+        version_pin=pin,
+        format=fmt,
+        quality=quality,
+        input=InputInfo(
+            format=info.format,
+            width=info.width,
+            height=info.height,
+            mode=info.mode,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        ),
+    )
     try:
-        job, created = J.enqueue(
-            gw.queue,
-            gw.storage,
-            s,
-            job_id=J.new_job_id(),
-            data=data,
-            meta=meta,
-            idempotency_key=idempotency_key,
-            admit=admit,
-        )
-    except J.IdempotencyConflict as e:
+        rec, created = gw.jobs.enqueue(doc, data, idempotency_key=idempotency_key, admit=admit)
+    except IdempotencyConflict:
         raise reject(
             409,
             "idempotency_conflict",
-            f"Idempotency-Key was used for job {e.job_id} with other bytes or options; use a new key for a new request",
+            "this Idempotency-Key was used before with other bytes or options; use a new key for a new request",
         ) from None
     if created:
         gw.live_workers()  # keeps the cached rates behind estimated_wait_s fresh
-        return job, True, depth
-    queued = J.JobView.from_job(job).status == "queued"
-    return job, False, gw.position(job.id) if queued else None
+        return rec, True, depth
+    return rec, False, gw.jobs.position(rec.id) if rec.status == "queued" else None
