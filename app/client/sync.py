@@ -160,7 +160,8 @@ class Client:
     ) -> Iterator[Result]:
         """Upscale many images, ``max_in_flight`` jobs at a time; yields each :class:`Result` (with the
         image's bytes, or its error: one bad image does not stop the others) as its job finishes.
-        ``on_progress(index, job)`` sees every reading. Leaving the loop early cancels the jobs not done."""
+        ``on_progress(index, job)`` sees every reading (called from the client's threads). Leaving the loop
+        early cancels the jobs not done."""
         images = list(images)
         stop = threading.Event()
 
