@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SRGAN := $(VENV)/bin/srgan
 
-.PHONY: up test lint bench install browser clean
+.PHONY: up test lint bench install browser observability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,18 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install browser lint
+# The deployment's tests run real Prometheus, promtool and Redis's exporter, and docker-compose's own check of
+# the compose file, all from Debian's packages (no Docker engine is needed or installed for that).
+observability:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus-redis-exporter >/dev/null 2>&1 && \
+		command -v docker-compose >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Prometheus, its Redis exporter and docker-compose for the deployment tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus prometheus-redis-exporter docker-compose >/dev/null; \
+	else echo "no Prometheus (and cannot apt-get it): the observability tests will be skipped"; fi
+
+test: install browser observability lint
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 

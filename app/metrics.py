@@ -7,13 +7,16 @@ model names; error codes). The worker's metrics are in ``worker/metrics.py`` on 
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qs
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "REQUESTS",
     "REQUEST_SECONDS",
+    "LONG_POLL_SECONDS",
     "UPLOAD_BYTES",
     "JOBS_ENQUEUED",
     "JOBS_REJECTED",
@@ -24,7 +27,11 @@ __all__ = [
     "TRAINING_QUEUE_DEPTH",
     "LONG_POLL_WAITERS",
     "MetricsMiddleware",
+    "route_template",
 ]
+
+# No `_created` series: one more time series per counter and histogram child that no query here uses.
+disable_created_metrics()
 
 REQUESTS = Counter(
     "srgan_http_requests_total", "HTTP requests by route template, method and status", ["route", "method", "status"]
@@ -34,6 +41,13 @@ REQUEST_SECONDS = Histogram(
     "Time to answer, by route template",
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+LONG_POLL_SECONDS = Histogram(
+    "srgan_http_long_poll_duration_seconds",
+    "Time to answer a request that asked to wait (`wait` > 0: a long-poll), by route template; kept apart so "
+    "that waits chosen by clients do not hide how fast the gateway answers",
+    ["route"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
 )
 UPLOAD_BYTES = Histogram(
     "srgan_upload_bytes", "Size of accepted uploads", buckets=(1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8)
@@ -58,8 +72,47 @@ LONG_POLL_WAITERS = Gauge("srgan_long_poll_waiters", "Requests waiting on a job'
 TRAINING_QUEUE_DEPTH = Gauge("srgan_training_queue_depth_runs", "Training runs waiting (read at scrape time)")
 
 
+def route_template(scope: Scope) -> str:
+    """The template of the route that serves (or would serve) this request: the matched route's when the router
+    ran, else the first route whose path matches (a middleware such as the upload or admin guard answered
+    first; a PARTIAL match is a wrong method). ``unmatched``: no route has this path."""
+    route = scope.get("route")
+    if route is not None and getattr(route, "path", None):
+        return route.path
+    partial = None
+    for r in _leaf_routes(getattr(getattr(scope.get("app"), "router", None), "routes", ())):
+        match, _ = r.matches(scope)
+        if match is Match.FULL:
+            return r.path
+        if match is Match.PARTIAL and partial is None:
+            partial = r.path
+    return partial or "unmatched"
+
+
+def _leaf_routes(routes):
+    """The routes that have a path, inside included routers too (FastAPI keeps an included router whole, as an
+    entry whose ``original_router`` holds its routes)."""
+    for r in routes:
+        inner = getattr(r, "original_router", None)
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        elif getattr(r, "path", None):
+            yield r
+
+
+def _long_poll(scope: Scope) -> bool:
+    """Whether the request asked to wait (``?wait=`` > 0)."""
+    if b"wait=" not in scope.get("query_string", b""):
+        return False
+    try:
+        return float(parse_qs(scope["query_string"].decode("latin-1")).get("wait", ["0"])[-1]) > 0
+    except ValueError:
+        return False
+
+
 class MetricsMiddleware:
-    """Counts and times every request under its route template (``/v1/jobs/{job_id}``), never the raw path."""
+    """Counts and times every request under its route template (``/v1/jobs/{job_id}``), never the raw path,
+    including the answers of the middlewares inside it (401, 403, 413, 415); long-polls are timed apart."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -80,7 +133,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope)
             REQUESTS.labels(template, scope["method"], str(status)).inc()
-            REQUEST_SECONDS.labels(template).observe(time.perf_counter() - start)
+            histogram = LONG_POLL_SECONDS if _long_poll(scope) else REQUEST_SECONDS
+            histogram.labels(template).observe(time.perf_counter() - start)

@@ -90,7 +90,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-
 def register_bench(bsub: argparse._SubParsersAction) -> None:
     """``srgan bench engine`` (the cli's ``bench`` command gathers its subcommands from each module)."""
     p = bsub.add_parser("engine", help="model-only throughput vs fp32 eager and the roofline")

@@ -307,7 +307,7 @@ def test_metrics(stack):
         "srgan_job_end_to_end_seconds_bucket",
         "srgan_batch_tiles_bucket",
         "srgan_tiles_processed_total",
-        "srgan_output_megapixels_total",
+        "srgan_output_pixels_total",
         "srgan_inference_seconds_total",
         "srgan_model_loaded_info",
         "srgan_device_memory_used_bytes",

@@ -61,14 +61,23 @@ def ready_code(url: str) -> str | None:
     return None if r.status_code == 200 else r.json()["error"]["code"]
 
 
-def some_job_started(c: httpx.Client, ids: list[str]) -> bool:
-    for jid in ids[-6:]:
+def some_job_started(c: httpx.Client, ids: list[str], ended: set[str] | None = None) -> bool:
+    """Whether one of ``ids`` is being computed now (``ended`` collects those seen finished, to skip later)."""
+    ended = ended if ended is not None else set()
+    for jid in ids:
+        if jid in ended:
+            continue
         try:
             r = c.get(f"/v1/jobs/{jid}")
         except httpx.HTTPError:
             return False
-        if r.status_code == 200 and r.json()["status"] == "started":
+        if r.status_code != 200:
+            continue
+        status = r.json()["status"]
+        if status == "started":
             return True
+        if status in ("finished", "failed", "canceled"):
+            ended.add(jid)
     return False
 
 
@@ -96,11 +105,12 @@ def test_redis_sigkilled_and_restarted_under_load_three_times(stack_factory):
     worker, gateway = st.workers[0], st.gateway
     load = Load(st.url, 30)
     load.start()
-    kills = []
+    kills: list[int] = []
+    ended: set[str] = set()
     with st.client() as c:
         for _ in range(3):
             n = 8 * (len(kills) + 1)  # spread the kills over the load
-            wait_for(lambda: len(load.accepted) >= n and some_job_started(c, load.accepted), 300,
+            wait_for(lambda n=n: len(load.accepted) >= n and some_job_started(c, list(load.accepted), ended), 300,
                      f"{n} jobs accepted and one in flight", interval=0.05)  # fmt: skip
             st.redis.kill()
             kills.append(len(load.accepted))
@@ -133,7 +143,7 @@ def test_redis_down_for_30_seconds(stack_factory):
             r = c.post("/v1/upscale", files={"file": ("a.png", image(i))}, data={"model": "espcn"})
             assert r.status_code == 202, r.text
             ids.append(r.json()["id"])
-        wait_for(lambda: some_job_started(c, ids[:2]), 300, "a job in flight", interval=0.1)
+        wait_for(lambda: some_job_started(c, ids), 300, "a job in flight", interval=0.05)
         st.redis.kill()
         down_at = time.monotonic()
         seen = set()

@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (SRGAN_WORKER_DEVICE)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 for none (SRGAN_WORKER_METRICS_PORT)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument(
+        "--alive",
+        action="store_true",
+        help="run no worker: exit 0 if the worker on this host has a fresh heartbeat (or Redis does not answer), "
+        "1 if not (the container's liveness probe; see worker/health.py)",
+    )
     p.set_defaults(func=cmd_worker)
 
 
@@ -54,6 +60,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)  # a service logs what it does
     settings = settings_from_args(args)
+    if args.alive:
+        from worker.health import exit_status, heartbeat_state
+
+        state = heartbeat_state(settings)
+        print(f"worker heartbeat on queue {settings.queue!r}: {state}")
+        return exit_status(state)
     if settings.queue == settings.training_queue:
         from worker.training import run_training_worker
 

@@ -239,7 +239,7 @@ class BatchPipeline:
                     self._fail([t])
                     continue
                 M.TILES.labels(model).inc(t.tiles)
-                M.OUTPUT_MEGAPIXELS.labels(model).inc(result.shape[1] * result.shape[2] / 1e6)
+                M.count_output(model, result.shape[1], result.shape[2])
                 if result.shape[1] * result.shape[2] <= _INLINE_OUTPUT_PIXELS:
                     self._finish(t, result)
                 else:

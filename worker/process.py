@@ -52,6 +52,7 @@ class Body(Protocol):
     def busy(self) -> int: ...
     def held(self) -> dict[str, str]: ...
     def served(self) -> list[ServedModel]: ...
+    def device(self) -> Any: ...
     def close(self, cold: bool) -> None: ...
 
 
@@ -208,7 +209,7 @@ class WorkerProcess:
                 if now >= next_beat:
                     self._beat()
                     self.suspended = self.presence.suspended()
-                    M.measure_device_memory(getattr(self.body, "device", lambda: None)())
+                    M.measure_device(self.body.device())
                     next_beat = now + s.heartbeat_interval_s
                 if now >= next_maint:
                     self._maintain()

@@ -77,7 +77,6 @@ class RedisStorage:
 
 
 class DirStorage:
-
     def __init__(self, root: str | Path):
         self.root = Path(root)
         for kind in KINDS:

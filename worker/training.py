@@ -105,6 +105,9 @@ class TrainingWorker:
     def served(self) -> list[ServedModel]:
         return []
 
+    def device(self):
+        return None  # the trainer picks its own device per run
+
     def close(self, cold: bool) -> None:
         pass
 

@@ -93,7 +93,9 @@ def _series(gw: Gateway, name: str, scale: int | None, *, scale_from_card: bool 
     base, named_scale = parse_series(name)
     if named_scale is not None:
         if scale is not None and scale != named_scale:
-            raise ApiError(422, "invalid_request", f"{name} says scale {named_scale} but the scale parameter is {scale}")
+            raise ApiError(
+                422, "invalid_request", f"{name} says scale {named_scale} but the scale parameter is {scale}"
+            )
         name, scale = base, named_scale
     if name not in SPECS:
         raise ApiError(404, "unknown_model", f"unknown model {name!r}; choose one of {', '.join(SPECS)}")
