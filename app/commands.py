@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,73 +92,103 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def register_client(sub: argparse._SubParsersAction) -> None:
+    from model.commands import add_target_options  # argparse only: no torch
+
     p = sub.add_parser("client", help="talk to a running service", description="Client of a running service.")
     csub = p.add_subparsers(dest="client_command", required=True, metavar="{upscale}")
-    u = csub.add_parser("upscale", help="upload images, wait with a progress bar, save the results")
-    u.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    u = csub.add_parser(
+        "upscale",
+        help="upload images or folders, wait with one progress bar, save the results",
+        description="Upscale images on a running service. Files are named and never overwritten as by "
+        "`srgan upscale` (the same rules for -o, --suffix, --recursive and --overwrite).",
+    )
+    add_target_options(u)
     u.add_argument(
         "--url",
         default=os.environ.get("SRGAN_URL", "http://127.0.0.1:8000"),
         help="the gateway (default: $SRGAN_URL or %(default)s)",
     )
-    u.add_argument("-o", "--out", type=Path, default=Path("."), help="output folder (default: .)")
     u.add_argument("--model", "-m", help="model name, or name@version (default: the service's)")
-    u.add_argument("--scale", "-s", type=int)
-    u.add_argument("--format", "-f", choices=["png", "webp", "jpeg"], default=None)
-    u.add_argument("--quality", "-q", type=int)
-    u.add_argument("--no-progress", action="store_true")
+    u.add_argument("--scale", "-s", type=int, help="upscaling factor (default: the service's)")
+    u.add_argument("--quality", "-q", type=int, help="WebP/JPEG quality 1-100 (default: the service's)")
+    u.add_argument("--jobs", "-j", type=int, default=4, help="images in flight at once (default: %(default)s)")
+    u.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     u.set_defaults(func=cmd_client_upscale)
 
 
-def cmd_client_upscale(args) -> int:
+def cmd_client_upscale(args: argparse.Namespace) -> int:
     import sys
-    import uuid
+    import threading
 
     import httpx
     from tqdm import tqdm
 
     from app.client import Client, ServiceError
+    from model.targets import plan, write_new
 
-    args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with Client(args.url) as c:
-        for path in args.files:
-            bar = tqdm(
-                total=100,
-                desc=path.name,
-                unit="%",
-                disable=args.no_progress,
-                bar_format="{desc} {percentage:3.0f}%|{bar}|",
-            )
 
-            def show(job: dict, bar=bar, name=path.name) -> None:
-                bar.n = round(100 * job["progress"])
-                pos = job.get("queue_position")
-                bar.set_description_str(f"{name} ({job['status']}" + (f", {pos} ahead)" if pos else ")"), refresh=False)
+    def fail(what: object, error: object) -> None:
+        nonlocal failures
+        print(f"error: {what}: {error}", file=sys.stderr)
+        failures += 1
+
+    with Client(args.url) as c:
+        try:
+            catalog = c.models()
+        except httpx.HTTPError as e:
+            print(f"error: cannot reach the gateway at {args.url}: {e} (--url or SRGAN_URL)", file=sys.stderr)
+            return 1
+        except ServiceError as e:
+            print(f"error: {args.url}: {e}", file=sys.stderr)
+            return 1
+        # Asked explicitly, so every name is known (and checked) before the first upload.
+        scale = args.scale or catalog.default_scale or 4
+        suffix = f"x{scale}" if args.suffix is None else args.suffix
+        targets, fmt = plan(
+            args.inputs, args.out, format=args.format, suffix=suffix, recursive=args.recursive, overwrite=args.overwrite
+        )
+        model = args.model or catalog.default
+        bar = tqdm(
+            total=len(targets),
+            desc=f"{model} x{scale}",
+            unit="image",
+            disable=args.no_progress,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total} images [{elapsed}<{remaining}]",
+        )
+        progress = [0.0] * len(targets)
+        lock = threading.Lock()
+
+        def show(i: int, job) -> None:  # from the client's threads: each image's share moves with its tiles
+            with lock:
+                progress[i] = max(progress[i], 1.0 if job.finished else job.progress)
+                bar.n = sum(progress)
                 bar.refresh()
 
+        results = c.upscale_iter(
+            [t.source for t in targets],
+            max_in_flight=args.jobs,
+            on_progress=show,
+            model=model,
+            scale=scale,
+            format=fmt,
+            quality=args.quality,
+        )
+        for r in results:
+            t = targets[r.index]
+            with lock:
+                progress[r.index] = 1.0
+                bar.n = sum(progress)
+                bar.refresh()
+            if r.image is None:
+                fail(t.source, r.error)
+                continue
             try:
-                job = c.submit(
-                    path,
-                    model=args.model,
-                    scale=args.scale,
-                    format=args.format,
-                    quality=args.quality,
-                    idempotency_key=uuid.uuid4().hex,
-                )
-                job = c.wait(job["id"], on_progress=show)
-                if job["status"] != "finished":
-                    err = job.get("error") or {"code": job["status"], "message": f"the job was {job['status']}"}
-                    raise ServiceError(409, err["code"], err["message"])
-                ext = {"webp": ".webp", "jpeg": ".jpg"}.get(job["format"], ".png")
-                target = c.save_result(job["id"], args.out / f"{path.stem}_x{job['scale']}{ext}")
-                bar.n = 100
-                bar.set_description_str(
-                    f"{path.name} -> {target} ({job['output']['width']}x{job['output']['height']})", refresh=False
-                )
-                bar.close()
-            except (ServiceError, httpx.HTTPError, OSError) as e:
-                bar.close()
-                print(f"error: {path}: {e}", file=sys.stderr)
-                failures += 1
+                write_new(t.path, r.image, overwrite=args.overwrite)
+            except OSError as e:  # FileExistsError: made meanwhile, kept
+                fail(t.path, e)
+        bar.close()
+    where = targets[0].path if len(targets) == 1 else args.out or "beside the inputs"
+    written = len(targets) - failures
+    print(f"{written} image(s) written to {where}" + (f", {failures} failed" if failures else ""), file=sys.stderr)
     return 1 if failures else 0

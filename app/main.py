@@ -20,7 +20,7 @@ from app.config import Settings, get_settings
 from app.guards import BodyGuard
 from app.metrics import MetricsMiddleware
 from app.openapi import document
-from app.routes import health, jobs, models, training, ui, upscale
+from app.routes import docs, health, jobs, models, training, ui, upscale
 from app.service import Gateway
 
 __all__ = ["create_app"]
@@ -46,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="srgan-service",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: from packaged files, not a CDN (app/routes/docs.py)
+        redoc_url=None,
         description="Image super-resolution: POST an image, get a job, fetch the upscaled result. "
         "Every error is an RFC 9457 problem (`application/problem+json`) with a stable `code`, and keeps the "
         '`{"error": {"code", "message"}}` object of the first version. With client keys configured, `/v1/` '
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "need `Authorization: Bearer <SRGAN_ADMIN_KEY>`.",
     )
     errors.install(app)
+    docs.install(app)
     for r in (upscale.router, jobs.router, models.router, training.router, health.router, ui.router):
         app.include_router(r)
     keys = ClientKeys.from_settings(settings)

@@ -212,7 +212,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = reg.catalog()
         return {"models": [{**r, "versions": sorted(r["versions"])} for r in rows]}
 
-    return _run(args, lambda c: c.models(), local)
+    return _run(args, lambda c: c.models().raw, local)
 
 
 def cmd_upload(args: argparse.Namespace) -> int:

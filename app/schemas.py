@@ -142,10 +142,16 @@ class ModelInfo(BaseModel):
     loaded_versions: list[int] = Field(
         default_factory=list, description="versions live workers serve now (two during a swap)"
     )
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the active version's scores from its card: PSNR-Y/SSIM-Y per benchmark set "
+        '(`{"Set5": {"psnr_y": 30.91, "ssim_y": 0.874, ...}}`), and its quality gate',
+    )
 
 
 class ModelList(BaseModel):
-    default: str
+    default: str = Field(description="the model a request without `model` gets")
+    default_scale: int = Field(description="the scale a request without `scale` gets")
     models: list[ModelInfo]
 
 

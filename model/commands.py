@@ -59,10 +59,12 @@ def engine_from_args(args: argparse.Namespace):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upscale", help="upscale image files", description="Upscale image files with a model.")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="input images")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    p.add_argument("--format", "-f", default="png", choices=["png", "webp", "jpeg"], help="output format")
+    p = sub.add_parser(
+        "upscale",
+        help="upscale image files or folders",
+        description="Upscale images with a model. Nothing is ever overwritten without --overwrite.",
+    )
+    add_target_options(p)
     p.add_argument("--quality", "-q", type=int, default=90, help="WebP/JPEG quality 1-100 (default: 90)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -103,30 +105,44 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_engine)
 
 
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    """Inputs, -o and the naming options: the same for ``srgan upscale`` and ``srgan client upscale``."""
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="input images, or folders of images")
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="OUT",
+        help="the output file for one input image (its extension picks the format), else a folder "
+        "(a single input's -o is a folder when it exists as one or ends with /); default: beside each input",
+    )
+    p.add_argument("--suffix", help="added to each output name, STEM_SUFFIX.EXT (default: x<scale>; '' for none)")
+    p.add_argument("--recursive", "-r", action="store_true", help="also the images in subfolders of input folders")
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist (never another input)")
+    p.add_argument("--format", "-f", choices=["png", "webp", "jpeg"], help="output format (default: png)")
+
+
 _CHUNK = 8  # images decoded and held at once: bounds memory for long input lists
 
 
-def _targets(inputs: list[Path], out: Path, ext: str) -> list[Path]:
-    """Output paths keeping each input's stem; a repeated stem gets _2, _3, ..."""
-    used: set[Path] = set()
-    targets = []
-    for path in inputs:
-        target, n = out / (path.stem + ext), 2
-        while target in used:
-            target, n = out / f"{path.stem}_{n}{ext}", n + 1
-        used.add(target)
-        targets.append(target)
-    return targets
+def tile_count(up, width: int, height: int) -> int:
+    """Tiles the engine computes for an image of this size (what its progress counts)."""
+    from model.engine import tile_windows
+
+    return len(tile_windows(height, up.tile, up.overlap)) * len(tile_windows(width, up.tile, up.overlap))
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from model.imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, ImageError, decode, encode
+    from model.imageio import DEFAULT_MAX_PIXELS, ImageError, decode, encode, probe
+    from model.targets import plan, write_new
 
+    suffix = f"x{args.scale}" if args.suffix is None else args.suffix
+    # The whole plan is checked before the model loads: a refused one costs nothing and writes nothing.
+    targets, fmt = plan(
+        args.inputs, args.out, format=args.format, suffix=suffix, recursive=args.recursive, overwrite=args.overwrite
+    )
     up = engine_from_args(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    targets = _targets(args.inputs, args.out, EXTENSIONS[args.format])
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     failures = 0
 
@@ -135,57 +151,66 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         print(f"error: {what}: {error}", file=sys.stderr)
         failures += 1
 
+    # Headers first (cheap): the progress bar knows every image's tiles before the first one computes.
+    jobs = []
+    for t in targets:
+        try:
+            info = probe(t.source, max_pixels)
+        except (OSError, ImageError) as e:
+            fail(t.source, e)
+            continue
+        jobs.append((t, tile_count(up, info.width, info.height)))
+
     def load(path: Path):
         try:
             return decode(path.read_bytes(), max_pixels)
         except (OSError, ImageError) as e:
             return e
 
-    bar = tqdm(total=0, unit="tile", disable=args.no_progress, desc=f"{up.model.name} x{up.scale}")
+    def save(path: Path, src, result) -> None:
+        write_new(path, encode(src, result, fmt, args.quality), overwrite=args.overwrite)
+
+    bar = tqdm(
+        total=sum(n for _, n in jobs), unit="tile", disable=args.no_progress, desc=f"{up.model.name} x{up.scale}"
+    )
     # Decoding and encoding run in threads while tiles compute (Pillow releases the GIL while it works).
     with ThreadPoolExecutor(max_workers=2) as pool:
         writes = []
-        chunks = [list(range(i, min(i + _CHUNK, len(args.inputs)))) for i in range(0, len(args.inputs), _CHUNK)]
-        pending = [pool.submit(load, args.inputs[i]) for i in chunks[0]] if chunks else []
+        chunks = [jobs[i : i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
+        pending = [pool.submit(load, t.source) for t, _ in chunks[0]] if chunks else []
+        base = 0  # tiles of the chunks before this one (failed images' tiles count as done)
         for n, chunk in enumerate(chunks):
             loaded = [f.result() for f in pending]
             if n + 1 < len(chunks):
-                pending = [pool.submit(load, args.inputs[i]) for i in chunks[n + 1]]
-            ok = [(i, d) for i, d in zip(chunk, loaded, strict=True) if not isinstance(d, Exception)]
-            for i, d in zip(chunk, loaded, strict=True):
+                pending = [pool.submit(load, t.source) for t, _ in chunks[n + 1]]
+            ok = []
+            for (t, _), d in zip(chunk, loaded, strict=True):
                 if isinstance(d, Exception):
-                    fail(args.inputs[i], d)
-            base_done, base_total = bar.n, bar.total
+                    fail(t.source, d)
+                else:
+                    ok.append((t, d))
 
-            def on_progress(p, base_done=base_done, base_total=base_total) -> None:
-                bar.total, bar.n = base_total + p.total, base_done + p.done
-                bar.refresh()
+            def on_progress(p, base=base) -> None:
+                bar.update(max(0, base + p.done - bar.n))
 
             for k, result in up.upscale_iter([d.rgb for _, d in ok], on_progress):
-                i, src = ok[k]
+                t, src = ok[k]
                 if isinstance(result, Exception):
-                    fail(args.inputs[i], result)
-                    continue
-                writes.append(
-                    (
-                        i,
-                        pool.submit(
-                            lambda t, s, r: t.write_bytes(encode(s, r, args.format, args.quality)),
-                            targets[i],
-                            src,
-                            result,
-                        ),
-                    )
-                )
-        for i, f in writes:
+                    fail(t.source, result)
+                else:
+                    writes.append((t, pool.submit(save, t.path, src, result)))
+            base += sum(tiles for _, tiles in chunk)
+            bar.update(max(0, base - bar.n))
+        for t, f in writes:
             try:
                 f.result()
-                log.info("wrote %s", targets[i])
+                log.info("wrote %s", t.path)
             except (OSError, ValueError) as e:
-                fail(targets[i], e)
+                fail(t.path, e)
     bar.close()
-    ok_count = len(args.inputs) - failures
-    print(f"{ok_count} image(s) written to {args.out}" + (f", {failures} failed" if failures else ""), file=sys.stderr)
+    written = len(targets) - failures
+    where = targets[0].path if len(targets) == 1 else args.out or "beside the inputs"
+    print(f"{written} image(s) written to {where}" + (f", {failures} failed" if failures else ""), file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -419,8 +419,8 @@ class Registry:
         return loaded
 
     def catalog(self, active_map: dict[str, int] | None = None) -> list[dict[str, Any]]:
-        """Every (model, scale) that can be asked for: whether it has weights, its active version and sha256,
-        and every version's sha256."""
+        """Every (model, scale) that can be asked for: whether it has weights, its active version, its sha256
+        and benchmark scores (the card's), and every version's sha256."""
         rows = []
         active_map = self.pointer.active_map() if active_map is None else active_map
         for spec in SPECS.values():
@@ -436,6 +436,7 @@ class Registry:
                     "sha256": "builtin" if spec.weightless else None,
                     "versions": {},
                     "path": None,
+                    "metrics": {},
                 }
                 if not spec.weightless:
                     records = {r.version: r for r in self.versions(spec.name, scale)}
@@ -447,6 +448,7 @@ class Registry:
                             version=active,
                             sha256=records[active].sha256,
                             path=str(records[active].path),
+                            metrics=records[active].to_dict()["metrics"],
                         )
                 rows.append(row)
         return rows

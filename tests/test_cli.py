@@ -18,8 +18,8 @@ def test_upscale_writes_each_input_with_its_stem(tmp_path):
     b = _write(tmp_path / "astro.png", "astronaut", (50, 30), "PNG")
     out = tmp_path / "out"
     assert main(["upscale", str(a), str(b), "-o", str(out), "--model", "espcn", "--tile", "24", "--no-progress"]) == 0
-    assert Image.open(out / "cat.png").size == (240, 160)
-    assert Image.open(out / "astro.png").size == (120, 200)
+    assert Image.open(out / "cat_x4.png").size == (240, 160)
+    assert Image.open(out / "astro_x4.png").size == (120, 200)
 
 
 def test_upscale_formats_and_whole_image(tmp_path):
@@ -31,7 +31,7 @@ def test_upscale_formats_and_whole_image(tmp_path):
                 "upscale",
                 str(a),
                 "-o",
-                str(out),
+                str(out) + "/",
                 "-m",
                 "bicubic",
                 "-s",
@@ -45,7 +45,7 @@ def test_upscale_formats_and_whole_image(tmp_path):
         )
         == 0
     )
-    im = Image.open(out / "cat.webp")
+    im = Image.open(out / "cat_x2.webp")
     assert im.format == "WEBP" and im.size == (60, 60)
 
 
@@ -55,13 +55,13 @@ def test_a_bad_input_fails_alone(tmp_path, capsys):
     bad.write_bytes(b"not an image at all")
     out = tmp_path / "out"
     assert main(["upscale", str(bad), str(good), "-o", str(out), "-m", "nearest", "--no-progress"]) == 1
-    assert (out / "good.png").exists() and not (out / "bad.png").exists()
+    assert (out / "good_x4.png").exists() and not (out / "bad_x4.png").exists()
     assert "bad.png" in capsys.readouterr().err
 
 
 def test_unknown_model_is_a_clear_error(tmp_path, capsys):
     good = _write(tmp_path / "good.png", "coffee", (20, 20), "PNG")
-    assert main(["upscale", str(good), "-o", str(tmp_path), "-m", "edsr"]) == 2
+    assert main(["upscale", str(good), "-o", str(tmp_path / "big.png"), "-m", "edsr"]) == 2
     assert "unknown model 'edsr'" in capsys.readouterr().err
 
 

@@ -87,10 +87,11 @@ def list_models(gw: GatewayDep) -> schemas.ModelList:
             versions=sorted(r["versions"]),
             loaded=(r["name"], r["scale"]) in loaded,
             loaded_versions=sorted(loaded.get((r["name"], r["scale"]), ())),
+            metrics=r.get("metrics", {}),
         )
         for r in gw.catalog()
     ]
-    return schemas.ModelList(default=gw.settings.default_model, models=models)
+    return schemas.ModelList(default=gw.settings.default_model, default_scale=gw.settings.default_scale, models=models)
 
 
 # -- admin ---------------------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ def _name(requirement: str) -> str:
 def lists(pyproject: str) -> tuple[list[str], list[str]]:
     with open(pyproject, "rb") as f:
         data = tomllib.load(f)
-    deps = data["project"]["dependencies"]
+    # The image is the service: the base dependencies (the client's) and the `service` extra.
+    project = data["project"]
+    deps = project["dependencies"] + project.get("optional-dependencies", {}).get("service", [])
     torch = [d for d in deps if _name(d) in TORCH]
     rest = [d for d in deps if _name(d) not in TORCH] + data["build-system"]["requires"] + ["wheel"]
     return torch, rest
