@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app import schemas
-from app.deps import GatewayDep
+from app.deps import ClientDep, GatewayDep
 from app.errors import ApiError, responses
 from app.service import Gateway
 from model.imageio import EXTENSIONS
@@ -71,12 +71,20 @@ def not_found(job_id: str) -> ApiError:
     return ApiError(404, "job_not_found", f"no job {job_id!r}: unknown, or expired and deleted")
 
 
-async def _read(gw: Gateway, job_id: str, wait: float, with_result: bool = False) -> tuple[JobRecord, bytes | None]:
-    """The job (and its result, if asked and finished), after waiting up to ``wait`` s for it to end."""
+def owned(rec: JobRecord | None, client: str | None) -> JobRecord | None:
+    """The job if ``client`` may see it: with client keys, only its own jobs exist for it (another client's
+    are 404, as if unknown); in open mode, every job."""
+    return rec if rec is not None and rec.data.owner == client else None
+
+
+async def _read(gw: Gateway, job_id: str, client: str | None, wait: float, with_result: bool = False
+                ) -> tuple[JobRecord, bytes | None]:  # fmt: skip
+    """The client's job (and its result, if asked and finished), after waiting up to ``wait`` s for it to end."""
     wait = min(wait, gw.settings.max_wait_s)
 
     async def read():
-        return await gw.jobs.aget(job_id, with_result)
+        rec, data = await gw.jobs.aget(job_id, with_result)
+        return (rec, data) if owned(rec, client) is not None else (None, None)
 
     if wait > 0:
         rec, data = await gw.events.wait_until(job_id, wait, read, lambda v: v[0] is None or v[0].terminal)
@@ -93,8 +101,8 @@ async def _read(gw: Gateway, job_id: str, wait: float, with_result: bool = False
     responses=responses(404, 422),
     summary="Job status, progress, timings and errors",
 )
-async def get_job(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Response:
-    rec, _ = await _read(gw, job_id, wait)
+async def get_job(job_id: str, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0) -> Response:
+    rec, _ = await _read(gw, job_id, client, wait)
     position = None
     if rec.status == "queued":
         position = await gw.jobs.aposition(job_id)
@@ -111,8 +119,8 @@ async def get_job(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Respons
     response_class=Response,
     summary="The upscaled image, once the job has finished",
 )
-async def get_result(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Response:
-    rec, data = await _read(gw, job_id, wait, with_result=True)
+async def get_result(job_id: str, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0) -> Response:
+    rec, data = await _read(gw, job_id, client, wait, with_result=True)
     job: UpscaleJob = rec.data  # type: ignore[assignment]
     if rec.status == "failed":
         code, message = (job.error.code, job.error.message) if job.error else ("failed", "the job failed")
@@ -144,8 +152,8 @@ async def get_result(job_id: str, gw: GatewayDep, wait: WaitParam = 0.0) -> Resp
 @router.delete(
     "/{job_id}", response_model=schemas.Job, responses=responses(404, 409), summary="Cancel a job that has not started"
 )
-def cancel_job(job_id: str, gw: GatewayDep) -> Response:
-    rec = gw.jobs.get(job_id)
+def cancel_job(job_id: str, gw: GatewayDep, client: ClientDep) -> Response:
+    rec = owned(gw.jobs.get(job_id), client)
     if rec is None:
         raise not_found(job_id)
     if rec.status == "queued" and gw.jobs.cancel(rec):

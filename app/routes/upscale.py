@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Header, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics, schemas
-from app.deps import GatewayDep, no_empty_form_fields
+from app.deps import ClientDep, GatewayDep, no_empty_form_fields
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
 from app.routes.jobs import job_resource, json_response
 from app.service import Gateway
@@ -107,6 +107,7 @@ def check_image(gw: Gateway, data: bytes, scale: int):
 )
 async def upscale(
     gw: GatewayDep,
+    client: ClientDep,
     file: Annotated[UploadFile, File(description="the image: PNG, JPEG, WebP, BMP, TIFF or GIF")],
     model: Annotated[
         str | None,
@@ -142,6 +143,7 @@ async def upscale(
         fmt=format or s.default_format,
         quality=quality or s.default_quality,
         idempotency_key=idempotency_key,
+        owner=client,
     )
     headers = {"Location": f"/v1/jobs/{rec.id}"}
     if created:
