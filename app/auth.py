@@ -111,11 +111,12 @@ class ClientKeys:
     def _load(self, startup: bool = False) -> None:
         """(Re-)read the keys file if it changed; at startup a missing file is an error, later it keeps the keys."""
         try:
+            assert self.file is not None
             st = os.stat(self.file)
             stamp = (st.st_mtime_ns, st.st_size)
             if stamp == self._stamp:
                 return
-            digests = _parse_file(Path(self.file).read_text(), str(self.file))
+            digests = _parse_file(self.file.read_text(), str(self.file))
             self._check_admin(digests)
         except (OSError, ValueError) as e:
             if startup:

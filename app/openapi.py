@@ -57,7 +57,7 @@ def document(app: FastAPI, keys: ClientKeys) -> None:
             app.openapi_schema = spec
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def complete(spec: dict[str, Any], client_keys: bool) -> None:

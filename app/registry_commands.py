@@ -206,6 +206,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     default = get_settings().default_scale
     if args.name:
         name, scale = _series(args.name, args.scale, default)
+        assert scale is not None
         return _run(args, lambda c: c.versions(name, scale), lambda reg: _local_versions(reg, name, scale))
 
     def local(reg) -> dict[str, Any]:
@@ -250,6 +251,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from app.config import get_settings
 
     name, scale = _series(args.name, args.scale, get_settings().default_scale)
+    assert scale is not None  # a default scale was given
     who = _who(args)
     return _run(
         args,
@@ -262,6 +264,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from app.config import get_settings
 
     name, scale = _series(args.name, args.scale, get_settings().default_scale)
+    assert scale is not None  # a default scale was given
     who = _who(args)
     return _run(
         args,

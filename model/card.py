@@ -18,7 +18,7 @@ import functools
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
 
@@ -34,7 +34,7 @@ __all__ = [
     "MAX_PARAMS",
 ]
 
-CARD_FORMAT = "srgan-service/model-card/1"
+CARD_FORMAT: Final = "srgan-service/model-card/1"
 MAX_CARD_BYTES = 1_000_000
 MAX_DEPTH = 64  # a fine-tuned card nests its ancestors' recipes: one level per generation
 MAX_NODES = 100_000
@@ -69,6 +69,7 @@ Finite = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    scale: int = 4  # each architecture narrows it to the scales it has
 
 
 class SRCNNParams(_Params):
@@ -126,7 +127,7 @@ class CardSchema(BaseModel):
     num_params: Annotated[int, Strict(), Field(ge=0, le=MAX_PARAMS)] = 0
     sha256: Annotated[str, Strict(), Field(pattern=r"^([0-9a-f]{64})?$")] = ""
     created: Annotated[str, Strict(), Field(max_length=64)] = ""
-    format: Literal[CARD_FORMAT] = CARD_FORMAT
+    format: Literal["srgan-service/model-card/1"] = CARD_FORMAT  # the literal is CARD_FORMAT
 
 
 # -- reading ----------------------------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ def _check_json(value: Any, where: str, budget: list[int], depth: int = 0) -> No
         raise CardError(where, f"{type(value).__name__} is not a JSON value")
 
 
-def _pydantic(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
+def _pydantic(model: type[M], data: Any, prefix: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -222,6 +223,9 @@ def _pydantic(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
         where = _where(((prefix,) if prefix else ()) + tuple(err["loc"]))
         shown = "" if err["type"] == "missing" else f" (got {json.dumps(err.get('input'), default=str)[:80]})"
         raise CardError(where, f"{err['msg']}{shown}") from None
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def validate_card(data: Any) -> CardSchema:

@@ -55,7 +55,7 @@ def verify(data: bytes, info: ImageInfo) -> None:
                     _decode(data, draft=False)
     except CorruptImageError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, isal_zlib.error) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, isal_zlib.error) as e:  # type: ignore[misc]
         raise CorruptImageError(f"the {fmt} is truncated or corrupt: {e}") from None
 
 

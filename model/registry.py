@@ -342,9 +342,9 @@ class Registry:
             if ev.get("action") in ("promote", "rollback") and ev.get("version") is not None:
                 promoted[int(ev["version"])] = ev
         for rec in records:
-            ev = promoted.get(rec.version)
-            if ev is not None:
-                rec.promoted_by, rec.promoted_at = ev.get("by"), ev.get("at")
+            last = promoted.get(rec.version)
+            if last is not None:
+                rec.promoted_by, rec.promoted_at = last.get("by"), last.get("at")
         return records
 
     def version(self, name: str, scale: int, version: int) -> VersionRecord:
@@ -502,7 +502,7 @@ class Registry:
         changed = seen["previous"] != rec.version
         if changed:
             self._log(name, scale, {**event, "previous": seen["previous"]})
-            rec.promoted_by, rec.promoted_at = by, event["at"]
+            rec.promoted_by, rec.promoted_at = by, str(event["at"])
         log.info("%s: version %s promoted by %s (was %s)", series_id(name, scale), rec.version, by, seen["previous"])
         return Change(rec, seen["previous"], changed, stack)
 
@@ -529,7 +529,7 @@ class Registry:
         stack = self.pointer.update(series_id(name, scale), change, event)
         rec = self.version(name, scale, stack[-1])
         self._log(name, scale, {**event, "version": rec.version, "previous": seen["previous"]})
-        rec.promoted_by, rec.promoted_at = by, event["at"]
+        rec.promoted_by, rec.promoted_at = by, str(event["at"])
         log.info(
             "%s: rolled back by %s from version %s to %s", series_id(name, scale), by, seen["previous"], rec.version
         )
@@ -591,6 +591,7 @@ class Registry:
             except WeightsError as e:
                 raise RegistryError("invalid_weights", str(e)) from None
             sha = sha256_file(target)
+            assert loaded.card is not None  # a weights file always comes with its card
             if not loaded.card.sha256:  # a card may leave it out; the registered copy says it
                 loaded.card.sha256 = sha
                 target.with_suffix(".json").write_text(loaded.card.to_json())
@@ -669,7 +670,7 @@ class Registry:
         try:
             data = read_json(card if isinstance(card, bytes) else Path(card).read_bytes())  # bounded size and depth
         except FileNotFoundError:
-            raise RegistryError("invalid_card", f"no model card: {card} is missing") from None
+            raise RegistryError("invalid_card", f"no model card: {card!s} is missing") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise RegistryError("invalid_card", f"the model card is not valid JSON: {e}") from None
         if not isinstance(data, dict):

@@ -76,7 +76,8 @@ class ModelCard:
             raise WeightsError(f"invalid model card: {e}") from None
         known = set(cls.__dataclass_fields__)
         card = cls(**{k: v for k, v in d.items() if k in known})
-        card.input_range, card.output_range = tuple(card.input_range), tuple(card.output_range)
+        card.input_range = (float(card.input_range[0]), float(card.input_range[1]))
+        card.output_range = (float(card.output_range[0]), float(card.output_range[1]))
         return card
 
 

@@ -124,7 +124,7 @@ def _coerce(name: str, value: Any) -> Any:
     f = _field_types().get(name)
     if f is None:
         raise ValueError(f"unknown config field {name!r}; known: {', '.join(sorted(_field_types()))}")
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     try:
         if isinstance(default, bool):
             if isinstance(value, str):

@@ -37,7 +37,8 @@ def heartbeat_state(settings, host: str | None = None, timeout_s: float = 3.0) -
     prefix = f"{host or socket.gethostname()}."
     conn = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
-        mine = [n.decode() for n in conn.smembers(keys.workers) if n.decode().startswith(prefix)]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in conn.smembers(keys.workers)]
+        mine = [n for n in names if n.startswith(prefix)]
         fresh = conn.exists(*(keys.alive(n) for n in mine)) if mine else 0
     except redis.RedisError as e:
         log.warning("Redis does not answer (%s): the heartbeat cannot be read", e)

@@ -133,7 +133,9 @@ class Nvml:
         self.handle = None
         try:
             if nvml is None:
-                import pynvml as nvml
+                import pynvml
+
+                nvml = pynvml
             nvml.nvmlInit()
             self.nvml = nvml
             self.handle = (

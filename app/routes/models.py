@@ -300,6 +300,7 @@ async def promote(
     from model.registry import RegistryError
 
     name, scale = _series(gw, name, scale)
+    assert scale is not None  # _series gives the default scale unless asked to take it from a card
     try:
         change = await run_in_threadpool(gw.registry.promote, name, scale, body.version, by=_by(body.by))
     except RegistryError as e:
@@ -324,6 +325,7 @@ async def rollback(
     from model.registry import RegistryError
 
     name, scale = _series(gw, name, scale)
+    assert scale is not None  # _series gives the default scale unless asked to take it from a card
     try:
         change = await run_in_threadpool(gw.registry.rollback, name, scale, by=_by(body.by if body else None))
     except RegistryError as e:
