@@ -6,8 +6,10 @@ A job is an rq job (``rq:job:<id>``, on rq's queue list ``rq:queue:<name>``), so
 see it; rq never runs it (:func:`upscale_job` is only its function reference). The service's fields live in the
 same hash (``worker/records.py``). The service's own keys (:class:`Keys`) hold what rq has no place for: each
 worker's claim list (claims move ids there atomically, so a worker that dies leaves them findable), each started
-job's claim token (the fence: ``worker/lua.py``), idempotency keys, and the channel on which jobs' ends are
-announced to long-polls. Workers' presence and the dead-worker reaper are in ``worker/presence.py``.
+job's claim token (the fence: ``worker/lua.py``), idempotency keys, the channel on which jobs' ends are
+announced to long-polls, each owner's listing index (newest first, for ``GET /v1/jobs``), and the queue of
+webhook deliveries (jobs with a ``callback_url`` whose end is yet to be delivered, by due time). Workers' presence
+and the dead-worker reaper are in ``worker/presence.py``.
 
 Redis calls here are synchronous; the gateway's reads have ``a``-prefixed asynchronous twins.
 """
@@ -29,7 +31,7 @@ from rq.utils import utcformat, utcparse
 
 from model.clock import utcnow
 from worker import lua
-from worker.records import JobError, JobRecord, JobState, Status, TrainingRun, UpscaleJob
+from worker.records import JobError, JobRecord, JobState, OutputInfo, Status, TrainingRun, UpscaleJob, WebhookState
 from worker.storage import Storage
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "JobStore",
     "Claim",
     "IdempotencyConflict",
+    "WebhookClaim",
     "new_job_id",
     "upscale_job",
     "training_job",
@@ -74,6 +77,7 @@ class Keys:
         self.workers = f"{prefix}:workers:{queue}"  # set: names of workers that serve the queue
         self.events = f"{prefix}:events:{queue}"  # pub/sub channel: "<job id> <status>" when a job ends
         self.claim_prefix = f"{prefix}:claim:"
+        self.webhooks = f"{prefix}:webhooks:{queue}"  # sorted set: job id -> when its webhook is due (unix s)
 
     def alive(self, worker: str) -> str:
         return f"{self.prefix}:alive:{worker}"  # TTL'd JSON WorkerInfo
@@ -83,6 +87,10 @@ class Keys:
 
     def claim(self, job_id: str) -> str:
         return self.claim_prefix + job_id  # the token of the worker that started it
+
+    def index(self, owner: str | None) -> str:
+        """Sorted set: the owner's job ids by creation time (µs, unique); ``-`` holds open mode's jobs."""
+        return f"{self.prefix}:index:{self.queue}:{owner or '-'}"
 
     def idempotency(self, key: str, owner: str | None) -> str:
         digest = hashlib.sha256(f"{owner or ''}\0{key}".encode()).hexdigest()  # scoped to the client
@@ -104,6 +112,14 @@ class Claim:
 
 class IdempotencyConflict(Exception):
     """The idempotency key was used before (by this client) with other bytes or other options."""
+
+
+@dataclass
+class WebhookClaim:
+    """A due webhook delivery someone has claimed: the job as it is now, and the token fencing the record."""
+
+    record: JobRecord
+    token: str
 
 
 def _fmt(t: dt.datetime) -> str:
@@ -147,6 +163,11 @@ class JobStore:
         self.max_attempts = max_attempts
         self._input_prefix = storage.redis_key("input", "") or ""  # '' when uploads are not in Redis
         self._scripts = {name: connection.register_script(getattr(lua, name)) for name in lua.__all__}
+        self._ascripts = (
+            {name: aconnection.register_script(getattr(lua, name)) for name in ("WEBHOOK_CLAIM", "WEBHOOK_RECORD")}
+            if aconnection is not None
+            else {}
+        )
 
     @classmethod
     def for_queue(cls, settings, connection, storage: Storage, *, training: bool = False, aconnection=None):
@@ -225,6 +246,12 @@ class JobStore:
                 self.storage.put("input", job_id, upload, self.job_ttl_s, pipeline=pipe)
             self.queue.enqueue_job(job, pipeline=pipe)
             pipe.hset(job.key, mapping={"srgan": doc.model_dump_json(), "progress": "0", "attempts": "0"})
+            self._scripts["INDEX"](
+                keys=[self.keys.index(doc.owner)],
+                args=[int(now.timestamp() * 1e6), job_id, self.job_ttl_s + self.result_ttl_s,
+                      Job.redis_job_namespace_prefix, 2],
+                client=pipe,
+            )  # fmt: skip
             pipe.execute()
         record = JobRecord(
             id=job_id,
@@ -244,6 +271,7 @@ class JobStore:
             return None
         status = _status(raw.get(b"status"))
         queued = status == "queued"
+        webhook = raw.get(b"webhook")
         return JobRecord(
             id=job_id,
             queue=self.name,
@@ -256,6 +284,7 @@ class JobStore:
             attempts=int(raw.get(b"attempts") or 0),
             worker=None if queued else (raw.get(b"worker_name") or b"").decode() or None,
             data=_DOC.validate_json(doc),
+            webhook=WebhookState.model_validate_json(webhook) if webhook else None,
         )
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -336,7 +365,13 @@ class JobStore:
         doc = record.data.model_copy(update={"error": None, "expires_at": _after(now, self.result_ttl_s)})
         upload = self.storage.redis_key("input", record.id)
         done = self._scripts["CANCEL"](
-            keys=[self.queue.key, Job.key_for(record.id), upload or "", self.queue.canceled_job_registry.key],
+            keys=[
+                self.queue.key,
+                Job.key_for(record.id),
+                upload or "",
+                self.queue.canceled_job_registry.key,
+                self.keys.webhooks if getattr(doc, "callback_url", None) else "",
+            ],
             args=[
                 record.id,
                 _fmt(now),
@@ -344,6 +379,7 @@ class JobStore:
                 self.result_ttl_s,
                 _score(self.result_ttl_s),
                 self.keys.events,
+                now.timestamp(),
             ],
         )
         if done and upload is None:
@@ -428,7 +464,13 @@ class JobStore:
     def finish(self, items: list[tuple[Claim, Any, bytes | None]], worker_key: str = "") -> list[bool]:
         """End started jobs as finished: ``(claim, output, result bytes)`` each, the document's output set from
         ``output``. Result, status, registries, claim, upload and announcement in one atomic step per job, all
-        in one round trip; a job no longer held is left alone (False)."""
+        in one round trip; a job no longer held is left alone (False). An upscale job's output records the
+        result's sha256 (its strong ETag)."""
+        items = [
+            (c, o.model_copy(update={"sha256": hashlib.sha256(r).hexdigest()}) if isinstance(o, OutputInfo) and r
+             else o, r)
+            for c, o, r in items
+        ]  # fmt: skip
         return self._end(items, "finished", worker_key)
 
     def fail(self, items: list[tuple[Claim, JobError]], worker_key: str = "", *, fenced: bool = True) -> list[bool]:
@@ -470,6 +512,7 @@ class JobStore:
                     self.storage.redis_key("input", c.id) or "",
                     result_key or "",
                     worker_key if counter else "",
+                    self.keys.webhooks if getattr(doc, "callback_url", None) else "",
                 ]
                 args = [
                     c.token if fenced else "",
@@ -484,6 +527,7 @@ class JobStore:
                     self.keys.events,
                     counter or "",
                     "1" if ok else "",
+                    now.timestamp(),
                 ]
                 self._scripts["END"](keys=keys, args=args, client=pipe)
             done = [bool(x) for x in pipe.execute()]
@@ -546,6 +590,68 @@ class JobStore:
         raw = self.conn.get(self.keys.claim(job_id))
         return raw.decode() if raw else None
 
+    # -- listing (GET /v1/jobs) -------------------------------------------------------------------------------
+    async def alist(self, owner: str | None, limit: int, cursor: int | None = None
+                    ) -> tuple[list[JobRecord], int | None]:  # fmt: skip
+        """The owner's jobs, newest first: up to ``limit`` created before ``cursor`` (a score a previous page
+        returned; None: from the newest), and the cursor of the next page (None: this was the last). Entries
+        whose job has expired are skipped and dropped from the index as they are met."""
+        key = self.keys.index(owner)
+        top = "+inf" if cursor is None else f"({cursor}"
+        records: list[JobRecord] = []
+        for _ in range(4):  # a page of expired entries is read past; after a few, a short page with a cursor
+            need = limit - len(records)
+            rows = await self.aconn.zrevrangebyscore(key, top, "-inf", start=0, num=need + 1, withscores=True)
+            page, more = rows[:need], len(rows) > need
+            async with self.aconn.pipeline(transaction=False) as pipe:
+                for jid, _ in page:
+                    pipe.hgetall(_job_key(jid.decode()) or "rq:job:-")
+                raws = await pipe.execute() if page else []
+            gone = []
+            for (jid, _), raw in zip(page, raws, strict=True):
+                rec = self.parse(jid.decode(), raw) if raw else None
+                if rec is None:
+                    gone.append(jid)
+                elif rec.data.owner == owner:
+                    records.append(rec)
+            if gone:
+                await self.aconn.zrem(key, *gone)
+            if not more:
+                return records, None
+            top = f"({int(page[-1][1])}"
+            if len(records) >= limit:
+                break
+        return records, int(top[1:])
+
+    # -- webhook deliveries (the gateway delivers: app/webhooks.py) -------------------------------------------
+    async def aclaim_webhooks(self, n: int, lease_s: float, token: str) -> list[WebhookClaim]:
+        """Claim up to ``n`` due deliveries for ``lease_s`` seconds (after that, anyone may claim them again)."""
+        now = utcnow().timestamp()
+        rows = await self._ascripts["WEBHOOK_CLAIM"](
+            keys=[self.keys.webhooks], args=[now, now + lease_s, n, Job.redis_job_namespace_prefix, token]
+        )
+        claims = []
+        for jid, flat in rows:
+            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+            rec = self.parse(jid.decode(), raw)
+            if rec is not None:
+                claims.append(WebhookClaim(rec, token))
+        return claims
+
+    async def arecord_webhook(self, claim: WebhookClaim, state: WebhookState, due: dt.datetime | None) -> bool:
+        """Record a delivery attempt: the job's delivery state, and when to try again (None: no more tries).
+        False when the claim has lapsed (someone else has it now) or the job has expired."""
+        return bool(
+            await self._ascripts["WEBHOOK_RECORD"](
+                keys=[self.keys.webhooks, Job.key_for(claim.record.id)],
+                args=[claim.token, state.model_dump_json(), "" if due is None else due.timestamp(), claim.record.id],
+            )
+        )
+
+    async def awebhooks_due(self) -> int:
+        """Deliveries waiting (due now or later, claimed ones included)."""
+        return int(await self.aconn.zcard(self.keys.webhooks))
+
 
 def _job_key(job_id: str) -> str | None:
     try:
@@ -567,6 +673,8 @@ def _fingerprint(doc: UpscaleJob | TrainingRun) -> str:
     """What makes two requests the same: the upload's bytes and every option (idempotency)."""
     if isinstance(doc, UpscaleJob):
         options = f"{doc.model}|{doc.scale}|{doc.version_pin}|{doc.format}|{doc.quality}|{doc.input.sha256}"
+        if doc.callback_url:  # (appended only when set: the fingerprints of earlier jobs stay as they were)
+            options += f"|{doc.callback_url}"
     else:
         options = repr(sorted(doc.request.items()))
     return hashlib.sha256(options.encode()).hexdigest()

@@ -14,7 +14,7 @@ its id), so they run on a single Redis, not a cluster; rq does not run on a clus
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "PROGRESS", "SAVE", "END", "REQUEUE", "CANCEL"]
+__all__ = ["CLAIM", "PROGRESS", "SAVE", "END", "REQUEUE", "CANCEL", "INDEX", "WEBHOOK_CLAIM", "WEBHOOK_RECORD"]
 
 # Claim up to ARGV[1] jobs for worker ARGV[2] and start them; return, for each, what the worker needs.
 # KEYS[1] queue list, KEYS[2] this worker's claim list.
@@ -64,9 +64,9 @@ return 1
 """
 
 # End a job (finished or failed), if the caller still holds it (or, with ARGV[1] = '', whoever does).
-# KEYS: claim, job, claim list, registry, upload, result, rq worker ('' key names are skipped).
+# KEYS: claim, job, claim list, registry, upload, result, rq worker, webhook queue ('' key names are skipped).
 # ARGV: token, status, ended_at, document, job TTL, registry score, result bytes, result TTL, job id, channel,
-# rq worker counter field, progress ('' keeps it).
+# rq worker counter field, progress ('' keeps it), the webhook's due time.
 END = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local fields = {'status', ARGV[2], 'ended_at', ARGV[3], 'srgan', ARGV[4]}
@@ -79,6 +79,7 @@ if KEYS[3] ~= '' then redis.call('LREM', KEYS[3], 0, ARGV[9]) end
 if KEYS[5] ~= '' then redis.call('DEL', KEYS[5]) end
 if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', tonumber(ARGV[8])) end
 if KEYS[7] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[11], 1) end
+if KEYS[8] ~= '' then redis.call('ZADD', KEYS[8], 'NX', ARGV[13], ARGV[9]) end
 redis.call('PUBLISH', ARGV[10], ARGV[9] .. ' ' .. ARGV[2])
 return 1
 """
@@ -107,14 +108,62 @@ return 1
 
 # Cancel a job that no worker has taken: workers take ids off the queue list with LMOVE, so an id this LREM
 # still removes was not taken, and the two cannot both win.
-# KEYS: queue, job, upload ('' when not in Redis), canceled registry. ARGV: job id, ended_at, document, TTL,
-# registry score, channel.
+# KEYS: queue, job, upload ('' when not in Redis), canceled registry, webhook queue ('' for none). ARGV: job id,
+# ended_at, document, TTL, registry score, channel, the webhook's due time.
 CANCEL = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], 'status', 'canceled', 'ended_at', ARGV[2], 'srgan', ARGV[3])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 if KEYS[3] ~= '' then redis.call('DEL', KEYS[3]) end
+if KEYS[5] ~= '' then redis.call('ZADD', KEYS[5], 'NX', ARGV[7], ARGV[1]) end
 redis.call('PUBLISH', ARGV[6], ARGV[1] .. ' canceled')
+return 1
+"""
+
+# Add a new job to its owner's listing index (run in the enqueue transaction, after the job's hash is written).
+# Scores are microseconds since the epoch, made unique within the index (a tie moves up by one), so a page's last
+# score is a cursor that never skips or repeats a job. Lazy trimming: the oldest ARGV[5] entries whose job has
+# expired are dropped, so the index stays about as long as its owner's live jobs; the index itself expires
+# ARGV[3] s after its owner's last new job.
+# KEYS[1] the index. ARGV: score, job id, index TTL, job key prefix, entries to look at for trimming.
+INDEX = """
+local s = tonumber(ARGV[1])
+while #redis.call('ZRANGEBYSCORE', KEYS[1], s, s, 'LIMIT', 0, 1) > 0 do s = s + 1 end
+redis.call('ZADD', KEYS[1], s, ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)) do
+    if redis.call('EXISTS', ARGV[4] .. id) == 0 then redis.call('ZREM', KEYS[1], id) end
+end
+return s
+"""
+
+# Claim up to ARGV[3] webhook deliveries that are due (the queue's score is the due time): each one's due time
+# moves to the lease's end (so a deliverer that dies gives it back to whoever looks after that) and the job's hash
+# gets the claim token that fences the delivery's record. A job that has expired is dropped from the queue.
+# KEYS[1] the webhook queue. ARGV: now, lease end, n, job key prefix, token. Returns {id, HGETALL of the job}.
+WEBHOOK_CLAIM = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))) do
+    local jk = ARGV[4] .. id
+    if redis.call('EXISTS', jk) == 0 then
+        redis.call('ZREM', KEYS[1], id)
+    else
+        redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+        redis.call('HSET', jk, 'webhook_claim', ARGV[5])
+        out[#out + 1] = {id, redis.call('HGETALL', jk)}
+    end
+end
+return out
+"""
+
+# Record a delivery attempt, if the caller's claim still stands: the job's delivery state, and the job taken off
+# the webhook queue (ARGV[3] = '': delivered, or given up) or due again at ARGV[3].
+# KEYS: webhook queue, job. ARGV: token, state (JSON), next due time or '', job id.
+WEBHOOK_RECORD = """
+if redis.call('HGET', KEYS[2], 'webhook_claim') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'webhook', ARGV[2])
+redis.call('HDEL', KEYS[2], 'webhook_claim')
+if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[4]) else redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[4]) end
 return 1
 """

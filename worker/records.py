@@ -26,6 +26,7 @@ __all__ = [
     "TrainingRun",
     "TrainingOutput",
     "JobRecord",
+    "WebhookState",
     "ServedModel",
     "WorkerInfo",
 ]
@@ -54,6 +55,7 @@ class OutputInfo(_Record):
     height: int
     bytes: int
     content_type: str
+    sha256: str | None = None  # of the result's bytes, recorded at finish (the result's strong ETag)
 
 
 class JobError(_Record):
@@ -83,6 +85,7 @@ class UpscaleJob(JobState):
     model_version: int | None = None  # what computed it: registry version (None: interpolation)
     model_sha256: str | None = None  # its weights' sha256 ("builtin" for interpolation)
     batch_started_at: dt.datetime | None = None
+    callback_url: str | None = None  # POSTed the job's JSON when it ends (a webhook; checked at the door)
 
     @property
     def model_key(self) -> tuple[str, int, int | None]:
@@ -120,6 +123,21 @@ class TrainingRun(JobState):
     output: TrainingOutput | None = None
 
 
+WebhookStatus = Literal["pending", "delivered", "failed"]
+
+
+class WebhookState(_Record):
+    """How the delivery of a job's end to its ``callback_url`` goes (the job hash's field ``webhook``, written by
+    whoever delivers it; absent until the first attempt)."""
+
+    status: WebhookStatus = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    last_attempt_at: dt.datetime | None = None
+    next_attempt_at: dt.datetime | None = None
+    delivered_at: dt.datetime | None = None
+
+
 class JobRecord(_Record):
     """One reading of a job: rq's status and times, the progress, and the service's own document."""
 
@@ -134,6 +152,7 @@ class JobRecord(_Record):
     attempts: int = 0  # times a worker started it; a job whose workers die max_attempts times fails
     worker: str | None = None  # the worker that computes / computed it (None while queued)
     data: Annotated[UpscaleJob | TrainingRun, Field(discriminator="kind")]
+    webhook: WebhookState | None = None  # the delivery of its end, once one was tried
 
     @property
     def terminal(self) -> bool:
