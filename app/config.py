@@ -56,8 +56,29 @@ class Settings(ServiceSettings):
     max_model_upload_bytes: int = Field(
         200_000_000, ge=1, description="largest weights file accepted by `POST /v1/models/{name}/versions` (413 above)"
     )
+    # -- webhooks (`callback_url`; delivered by the gateways: app/webhooks.py) ------------------------------
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="signs webhook deliveries (`Srgan-Signature: t=<unix>,v1=<HMAC-SHA256 of t.body>`); empty: "
+        "uploads with a `callback_url` are refused (422 `webhooks_disabled`)",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="allow callback URLs whose host is (or resolves to) a loopback, private, link-local or other "
+        "non-public address; off, they are refused at upload and again before each delivery (SSRF)",
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="time one delivery attempt may take")
+    webhook_retry_for_s: float = Field(
+        3600.0,
+        gt=0,
+        description="how long after a job ends its delivery is retried (exponential backoff) before it is "
+        "given up as `failed`; never longer than the job is kept (`result_ttl_s`)",
+    )
+    webhook_backoff_s: float = Field(
+        1.0, gt=0, description="wait before the first retry; each further retry waits twice as long, up to 10 min"
+    )
 
-    @field_validator("admin_key", "api_keys", "api_keys_file", mode="before")
+    @field_validator("admin_key", "api_keys", "api_keys_file", "webhook_secret", mode="before")
     @classmethod
     def _empty_key_is_none(cls, v):
         return None if isinstance(v, str) and not v.strip() else v

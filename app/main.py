@@ -22,6 +22,7 @@ from app.metrics import MetricsMiddleware
 from app.openapi import document
 from app.routes import docs, health, jobs, models, training, ui, upscale
 from app.service import Gateway
+from app.webhooks import WebhookSender
 
 __all__ = ["create_app"]
 
@@ -36,10 +37,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gw = Gateway(settings)
         await gw.start()
         app.state.gateway = gw
+        # Webhooks go out from every gateway process; the job's JSON is the one GET /v1/jobs/{id} answers.
+        sender = WebhookSender(settings, gw.jobs, lambda rec: jobs.job_resource(rec, gw).model_dump_json().encode())
+        await sender.start()
         log.info("gateway: queue %r on %s, storage %s", settings.queue, _redacted(settings.redis_url), settings.storage)
         try:
             yield
         finally:
+            await sender.close()
             await gw.close()
 
     app = FastAPI(

@@ -28,6 +28,7 @@ __all__ = [
     "LONG_POLL_WAITERS",
     "CLIENT_REQUESTS",
     "CLIENT_AUTH_FAILURES",
+    "WEBHOOK_DELIVERIES",
     "MetricsMiddleware",
     "route_template",
 ]
@@ -79,6 +80,11 @@ CLIENT_REQUESTS = Counter(
 CLIENT_AUTH_FAILURES = Counter(
     "srgan_client_auth_failures_total", "Requests refused for want of a valid client key", ["reason"]
 )
+WEBHOOK_DELIVERIES = Counter(
+    "srgan_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: `delivered`, `retry` (failed, tried again later), `failed` (given up)",
+    ["outcome"],
+)
 
 
 def route_template(scope: Scope) -> str:
@@ -110,7 +116,9 @@ def _leaf_routes(routes):
 
 
 def _long_poll(scope: Scope) -> bool:
-    """Whether the request asked to wait (``?wait=`` > 0)."""
+    """Whether the request asked to wait (``?wait=`` > 0, or an upload's ``Prefer: wait=N``)."""
+    if scope["method"] == "POST":
+        return any(k == b"prefer" and b"wait=" in v for k, v in scope.get("headers", ()))
     if b"wait=" not in scope.get("query_string", b""):
         return False
     try:

@@ -77,6 +77,7 @@ class OutputInfo(BaseModel):
     height: int
     bytes: int
     content_type: str
+    sha256: str | None = Field(None, description="sha256 of the result's bytes: its strong `ETag`")
 
 
 class JobLinks(BaseModel):
@@ -96,6 +97,19 @@ class JobTimings(BaseModel):
     )
     queue_wait_s: float | None = None
     processing_s: float | None = None
+
+
+class WebhookInfo(BaseModel):
+    url: str = Field(description="the `callback_url` the job's JSON is POSTed to when it ends")
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="`pending`: the job has not ended, or a delivery is due (again); `delivered`: the receiver "
+        "answered 2xx; `failed`: given up (SRGAN_WEBHOOK_RETRY_FOR_S passed, or the URL is refused)"
+    )
+    attempts: int = Field(0, description="deliveries tried")
+    last_error: str | None = Field(None, description="why the last attempt failed")
+    last_attempt_at: dt.datetime | None = None
+    next_attempt_at: dt.datetime | None = Field(None, description="when the next attempt is due, while retrying")
+    delivered_at: dt.datetime | None = None
 
 
 class Job(BaseModel):
@@ -124,7 +138,13 @@ class Job(BaseModel):
         None,
         description="when the upload (while queued or started) or the result and this record (once ended) are deleted",
     )
+    webhook: WebhookInfo | None = Field(None, description="with a `callback_url`: how its delivery goes")
     links: JobLinks
+
+
+class JobList(BaseModel):
+    jobs: list[Job] = Field(description="newest first")
+    next: str | None = Field(None, description="the next page (also in the `Link` header, `rel=next`); null: last")
 
 
 class ModelInfo(BaseModel):

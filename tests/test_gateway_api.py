@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import subprocess
 import sys
@@ -71,7 +72,8 @@ def test_bicubic_job_matches_the_engine_exactly(stack):
     done = c.get(f"/v1/jobs/{job['id']}").json()
     assert done["status"] == "finished" and done["progress"] == 1.0 and done["attempts"] == 1
     assert done["model_version"] is None and done["model_sha256"] == "builtin" and done["error"] is None
-    assert done["output"] == {"width": 160, "height": 96, "bytes": len(result.content), "content_type": "image/png"}
+    assert done["output"] == {"width": 160, "height": 96, "bytes": len(result.content), "content_type": "image/png",
+                              "sha256": hashlib.sha256(result.content).hexdigest()}  # fmt: skip
     t = done["timings"]
     assert t["queued_at"] <= t["started_at"] <= t["ended_at"] and t["processing_s"] >= 0
     assert done["expires_at"] > t["ended_at"]
@@ -294,7 +296,7 @@ def test_models_health_docs(stack):
     assert "Problem" in spec["components"]["schemas"] and "Job" in spec["components"]["schemas"]
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     post = spec["paths"]["/v1/upscale"]["post"]["responses"]
-    assert {"202", "400", "409", "413", "415", "422", "429", "500", "503"} == set(post)
+    assert {"200", "202", "400", "409", "413", "415", "422", "429", "500", "503"} == set(post)  # 200: Prefer: wait
     assert post["422"]["content"] == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     assert c.get("/docs").status_code == 200
 

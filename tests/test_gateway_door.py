@@ -358,7 +358,8 @@ def test_options_and_405_list_every_method_of_the_path(gw):
         r = c.options(concrete)
         assert r.status_code == 204, (path, r.status_code, r.text)
         allowed = {m.strip() for m in r.headers["allow"].split(",")}
-        assert allowed - {"OPTIONS", "HEAD"} == documented, (path, allowed, documented)
+        assert allowed - {"OPTIONS", "HEAD"} == documented - {"HEAD"}, (path, allowed, documented)
+        assert "HEAD" not in documented or "HEAD" in allowed, (path, allowed)  # a result's HEAD is its own route
         wrong = next(m for m in ("PUT", "PATCH", "DELETE", "POST") if m not in documented)
         e = c.request(wrong, concrete, headers=bearer(ALICE if needs_client_key(concrete) else ADMIN))
         assert_error(e, 405, "method_not_allowed")

@@ -1,16 +1,19 @@
-"""``GET /v1/jobs/{id}`` (status, with long-poll), ``GET /v1/jobs/{id}/result``, ``DELETE /v1/jobs/{id}``."""
+"""``GET /v1/jobs`` (the caller's jobs, newest first, by cursor), ``GET /v1/jobs/{id}`` (status, with long-poll,
+and with ``If-None-Match`` a long-poll for any change), ``GET``/``HEAD /v1/jobs/{id}/result`` (ETag, ranges:
+``app/results.py``), ``DELETE /v1/jobs/{id}``."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from app import schemas
 from app.deps import ClientDep, GatewayDep
 from app.errors import ApiError, responses
+from app.results import matches, result_response
 from app.service import Gateway
-from model.imageio import EXTENSIONS
 from worker.records import JobRecord, UpscaleJob
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -57,8 +60,25 @@ def job_resource(rec: JobRecord, gw: Gateway, position: int | None = None) -> sc
         output=schemas.OutputInfo(**job.output.model_dump()) if job.output else None,
         error=schemas.ErrorBody(**job.error.model_dump()) if job.error else None,
         expires_at=job.expires_at,
+        webhook=_webhook(rec),
         links=schemas.JobLinks(self=f"/v1/jobs/{rec.id}", result=f"/v1/jobs/{rec.id}/result"),
     )
+
+
+def _webhook(rec: JobRecord) -> schemas.WebhookInfo | None:
+    url = getattr(rec.data, "callback_url", None)
+    if not url:
+        return None
+    state = rec.webhook.model_dump() if rec.webhook is not None else {"status": "pending"}
+    return schemas.WebhookInfo(url=url, **state)
+
+
+def state_etag(rec: JobRecord) -> str:
+    """The job's weak ETag: it changes with its status, progress, attempts and webhook delivery (not with its
+    queue position or wait estimate)."""
+    hook = rec.webhook.model_dump_json() if rec.webhook is not None else ""
+    state = f"{rec.status}|{rec.progress:.4f}|{rec.attempts}|{rec.started_at}|{hook}"
+    return f'W/"{hashlib.sha256(state.encode()).hexdigest()[:16]}"'
 
 
 def json_response(model: schemas.Job, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -77,17 +97,22 @@ def owned(rec: JobRecord | None, client: str | None) -> JobRecord | None:
     return rec if rec is not None and rec.data.owner == client else None
 
 
-async def _read(gw: Gateway, job_id: str, client: str | None, wait: float, with_result: bool = False
-                ) -> tuple[JobRecord, bytes | None]:  # fmt: skip
-    """The client's job (and its result, if asked and finished), after waiting up to ``wait`` s for it to end."""
+async def _read(gw: Gateway, job_id: str, client: str | None, wait: float, with_result: bool = False,
+                unless: str | None = None) -> tuple[JobRecord, bytes | None]:  # fmt: skip
+    """The client's job (and its result, if asked and finished), after waiting up to ``wait`` s for it to end
+    (``unless``: an If-None-Match value; then also for its state's ETag to stop matching it)."""
     wait = min(wait, gw.settings.max_wait_s)
 
     async def read():
         rec, data = await gw.jobs.aget(job_id, with_result)
         return (rec, data) if owned(rec, client) is not None else (None, None)
 
-    if wait > 0:
-        rec, data = await gw.events.wait_until(job_id, wait, read, lambda v: v[0] is None or v[0].terminal)
+    def done(v) -> bool:
+        return v[0] is None or v[0].terminal or (unless is not None and not matches(unless, state_etag(v[0])))
+
+    if wait > 0:  # a wait for a change re-reads the job twice a second: progress is written, not announced
+        recheck = {} if unless is None else {"recheck_s": 0.5}
+        rec, data = await gw.events.wait_until(job_id, wait, read, done, **recheck)
     else:
         rec, data = await read()
     if rec is None:
@@ -95,31 +120,105 @@ async def _read(gw: Gateway, job_id: str, client: str | None, wait: float, with_
     return rec, data
 
 
+CURSOR = r"^[0-9]{1,17}$"
+
+
+@router.get(
+    "",
+    response_model=schemas.JobList,
+    responses=responses(422),
+    summary="Your jobs, newest first (cursor pagination)",
+    description="With client keys, the caller's own jobs; in open mode (no keys), every job. Pages are newest "
+    'first; `next` (and the `Link: <...>; rel="next"` header) gives the next page until the last. Jobs stay '
+    "listed while they are kept (`expires_at`). A job's `queue_position` is on `GET /v1/jobs/{id}`, not here.",
+)
+async def list_jobs(
+    gw: GatewayDep,
+    client: ClientDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="jobs per page")] = 20,
+    cursor: Annotated[
+        str | None, Query(pattern=CURSOR, description="opaque: the `cursor` of a previous page's `next` link")
+    ] = None,
+) -> Response:
+    records, after = await gw.jobs.alist(client, limit, int(cursor) if cursor else None)
+    nxt = None if after is None else f"/v1/jobs?limit={limit}&cursor={after}"
+    body = schemas.JobList(jobs=[job_resource(r, gw) for r in records], next=nxt)
+    headers = {"Link": f'<{nxt}>; rel="next"'} if nxt else None
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+
+
 @router.get(
     "/{job_id}",
     response_model=schemas.Job,
-    responses=responses(404, 422),
+    responses={
+        304: {"description": "with `If-None-Match`: the job is as that ETag says (after `wait`)"},
+        **responses(404, 422),
+    },  # fmt: skip
     summary="Job status, progress, timings and errors",
+    description="`wait=N`: answer when the job ends, or after N s. With `If-None-Match: <the ETag of an earlier "
+    "answer>` as well, answer as soon as anything but its queue position changes (status, progress, attempts, "
+    "webhook), or `304` after N s: a long-poll that follows progress without polling.",
 )
-async def get_job(job_id: str, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0) -> Response:
-    rec, _ = await _read(gw, job_id, client, wait)
+async def get_job(job_id: str, request: Request, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0
+                  ) -> Response:  # fmt: skip
+    unless = request.headers.get("if-none-match")
+    rec, _ = await _read(gw, job_id, client, wait, unless=unless)
+    etag = state_etag(rec)
+    if matches(unless, etag):
+        return Response(status_code=304, headers={"ETag": etag})
     position = None
     if rec.status == "queued":
         position = await gw.jobs.aposition(job_id)
         await gw.alive_workers()  # fresh rates for the wait estimate, without a thread
-    return json_response(job_resource(rec, gw, position))
+    return json_response(job_resource(rec, gw, position), headers={"ETag": etag})
+
+
+IMAGE: dict[str, dict] = {"image/png": {}, "image/webp": {}, "image/jpeg": {}}
+_H = {"schema": {"type": "string"}}
+RESULT_HEADERS = {
+    "ETag": {"description": "strong: the result's sha256, quoted", **_H},
+    "Cache-Control": {"description": "`private, max-age=<s until it expires>, immutable`", **_H},
+    "Accept-Ranges": {"description": "`bytes`", **_H},
+}
+RESULT_RESPONSES = {
+    200: {"content": IMAGE, "description": "the upscaled image", "headers": RESULT_HEADERS},
+    206: {"content": IMAGE, "description": "one byte range of it (`Range: bytes=a-b`)",
+          "headers": {**RESULT_HEADERS, "Content-Range": {"description": "`bytes a-b/size`", **_H}}},
+    304: {"description": "`If-None-Match` names its ETag: not modified", "headers": RESULT_HEADERS},
+    **responses(404, 409, 410, 416, 422),
+}  # fmt: skip
+RESULT_DESCRIPTION = (
+    "`ETag` (strong: the result's sha256), `Cache-Control`, `If-None-Match` -> `304`, `Range` (one byte range) "
+    "-> `206` with `Content-Range` (`If-Range` honoured; past the end -> `416`), `Accept-Ranges: bytes`."
+)
 
 
 @router.get(
     "/{job_id}/result",
-    responses={
-        200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}, "description": "the upscaled image"},
-        **responses(404, 409, 410, 422),
-    },
+    responses=RESULT_RESPONSES,
     response_class=Response,
     summary="The upscaled image, once the job has finished",
+    description=RESULT_DESCRIPTION,
 )
-async def get_result(job_id: str, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0) -> Response:
+async def get_result(job_id: str, request: Request, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0
+                     ) -> Response:  # fmt: skip
+    return await _result(job_id, request, gw, client, wait)
+
+
+@router.head(
+    "/{job_id}/result",
+    responses=RESULT_RESPONSES,
+    response_class=Response,
+    summary="The result's headers (size, ETag, type) without its bytes",
+    description=RESULT_DESCRIPTION,
+)
+async def head_result(job_id: str, request: Request, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0
+                      ) -> Response:  # fmt: skip
+    return await _result(job_id, request, gw, client, wait, head=True)
+
+
+async def _result(job_id: str, request: Request, gw: Gateway, client: str | None, wait: float, head: bool = False
+                  ) -> Response:  # fmt: skip
     rec, data = await _read(gw, job_id, client, wait, with_result=True)
     job: UpscaleJob = rec.data  # type: ignore[assignment]
     if rec.status == "failed":
@@ -136,17 +235,7 @@ async def get_result(job_id: str, gw: GatewayDep, client: ClientDep, wait: WaitP
         )
     if data is None:
         raise ApiError(410, "result_expired", "the result has expired and was deleted")
-    ctype = job.output.content_type if job.output else "application/octet-stream"
-    return Response(
-        data,
-        media_type=ctype,
-        headers={
-            "Content-Disposition": f'inline; filename="{job_id}{EXTENSIONS.get(job.format, ".bin")}"',
-            "X-Model-Version": "" if job.model_version is None else str(job.model_version),
-            "X-Model-Sha256": job.model_sha256 or "",
-            "Cache-Control": "private, max-age=60",
-        },
-    )
+    return result_response(rec, data, request.headers, head=head)
 
 
 @router.delete(

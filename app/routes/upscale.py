@@ -7,14 +7,17 @@ import hashlib
 import math
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics, schemas
 from app.deps import ClientDep, GatewayDep, no_empty_form_fields
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
-from app.routes.jobs import job_resource, json_response
+from app.prefer import preferred_wait
+from app.results import result_response
+from app.routes.jobs import IMAGE, job_resource, json_response
 from app.service import Gateway
+from app.webhooks import CallbackRefused, check_callback_url
 from worker.jobs import IdempotencyConflict
 from worker.presence import estimated_seconds_per_job
 from worker.records import InputInfo, JobRecord, UpscaleJob
@@ -99,13 +102,24 @@ def check_image(gw: Gateway, data: bytes, scale: int):
     "/upscale",
     status_code=202,
     response_model=schemas.Job,
-    responses=responses(409, 413, 415, 422, 429, 503),
-    dependencies=[no_empty_form_fields("model", "scale", "format", "quality")],
+    responses={
+        200: {
+            "content": IMAGE,
+            "description": "with `Prefer: wait=N`: the job finished within N s; the image, "
+            "with the job's `Location`, `ETag` and model version headers",
+        },
+        **responses(409, 413, 415, 422, 429, 503),
+    },  # fmt: skip
+    dependencies=[no_empty_form_fields("model", "scale", "format", "quality", "callback_url")],
     summary="Queue an image for upscaling",
     description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
-    "long-poll with `wait`), then fetch `links.result`.",
+    "long-poll with `wait`), then fetch `links.result`. With `Prefer: wait=N` (RFC 7240; N capped by "
+    "SRGAN_MAX_WAIT_S) it waits up to N s for the job: finished in time, the answer is `200` with the image; "
+    "otherwise (still running, or failed) the usual `202` job. `Preference-Applied: wait=N` says it waited. "
+    "With `callback_url`, the job's JSON is POSTed there, signed, when it ends (see the README).",
 )
 async def upscale(
+    request: Request,
     gw: GatewayDep,
     client: ClientDep,
     file: Annotated[UploadFile, File(description="the image: PNG, JPEG, WebP, BMP, TIFF or GIF")],
@@ -122,13 +136,27 @@ async def upscale(
     scale: Annotated[int | None, Form(ge=1, le=8, description="upscaling factor (default: 4)")] = None,
     format: Annotated[Literal["png", "webp", "jpeg"] | None, Form(description="output format")] = None,
     quality: Annotated[int | None, Form(ge=1, le=100, description="WebP/JPEG quality")] = None,
+    callback_url: Annotated[
+        str | None,
+        Form(
+            description="when the job ends (finished, failed, canceled), POST its JSON here, signed "
+            "(`Srgan-Signature`), retried with backoff; public http(s) addresses only",
+            min_length=1,
+            max_length=2000,
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None, Header(max_length=200, description="same key + same bytes: the same job")
+    ] = None,
+    prefer: Annotated[
+        str | None, Header(max_length=200, description="`wait=N`: answer with the image if it is done within N s")
     ] = None,
 ) -> Response:
     s = gw.settings
     scale = scale or s.default_scale
     name, scale, pin, _ = resolve_model(gw, model or s.default_model, scale)
+    if callback_url is not None:
+        await check_callback(gw, callback_url)
     data = await file.read(s.max_upload_bytes + 1)
     if len(data) > s.max_upload_bytes:
         raise reject(413, "upload_too_large", f"the upload is larger than {s.max_upload_bytes:,} bytes")
@@ -144,6 +172,7 @@ async def upscale(
         quality=quality or s.default_quality,
         idempotency_key=idempotency_key,
         owner=client,
+        callback_url=callback_url,
     )
     headers = {"Location": f"/v1/jobs/{rec.id}"}
     if created:
@@ -151,7 +180,36 @@ async def upscale(
         metrics.JOBS_ENQUEUED.labels(name).inc()
     else:
         headers["Idempotent-Replayed"] = "true"
+    wait = preferred_wait(prefer, s.max_wait_s)
+    if wait is not None:
+        headers["Preference-Applied"] = f"wait={wait:g}"
+        headers["Vary"] = "Prefer"
+        if not rec.terminal:
+            ended, data = await gw.events.wait_until(
+                rec.id, wait, lambda: gw.jobs.aget(rec.id, True), lambda v: v[0] is None or v[0].terminal
+            )
+            rec = ended or rec
+        else:
+            _, data = await gw.jobs.aget(rec.id, True)
+        if rec.status == "finished" and data is not None:
+            headers["Content-Location"] = f"/v1/jobs/{rec.id}/result"
+            return result_response(rec, data, request.headers, extra=headers, conditional=False)
+        if rec.terminal:
+            position = None
+        elif rec.status == "queued":
+            position = await gw.jobs.aposition(rec.id)
     return json_response(job_resource(rec, gw, position), 202, headers)
+
+
+async def check_callback(gw: Gateway, url: str) -> None:
+    """A callback URL this gateway will call (signed, to a public address), or a 422."""
+    if gw.settings.webhook_secret is None:
+        raise reject(422, "webhooks_disabled",
+                     "this gateway sends no webhooks: SRGAN_WEBHOOK_SECRET is not set; leave out callback_url")  # fmt: skip
+    try:
+        await check_callback_url(url, gw.settings.webhook_allow_private)
+    except CallbackRefused as e:
+        raise reject(422, "callback_url_refused", str(e)) from None
 
 
 def accept(
@@ -165,6 +223,7 @@ def accept(
     quality: int,
     idempotency_key: str | None,
     owner: str | None = None,
+    callback_url: str | None = None,
 ) -> tuple[JobRecord, bool, int | None]:
     """Check the upload and queue it (or find the job its idempotency key made). Returns (record, created,
     position in the queue)."""
@@ -187,6 +246,7 @@ def accept(
 
     doc = UpscaleJob(
         owner=owner,
+        callback_url=callback_url,
         model=name,
         scale=scale,
         version_pin=pin,
