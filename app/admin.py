@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ApiError, error_response
+from app.paths import is_admin_path
 
 __all__ = ["check", "is_admin_path", "AdminGuard", "AdminDep", "require_admin", "ADMIN_RESPONSES"]
 
@@ -41,11 +42,6 @@ def check(settings, authorization: str | None) -> ApiError | None:
     if not hmac.compare_digest(token.strip().encode(), key.encode()):
         return ApiError(401, "unauthorized", "the admin key is wrong", _CHALLENGE)
     return None
-
-
-def is_admin_path(path: str) -> bool:
-    """Everything under ``/v1/models/`` (not the public ``/v1/models`` list) and ``/v1/training-runs``."""
-    return path.startswith("/v1/models/") or path == "/v1/training-runs" or path.startswith("/v1/training-runs/")
 
 
 class AdminGuard:

@@ -108,6 +108,11 @@ def register_client(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("SRGAN_URL", "http://127.0.0.1:8000"),
         help="the gateway (default: $SRGAN_URL or %(default)s)",
     )
+    u.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="client key of a gateway with keys (default: $SRGAN_API_KEY, which keeps it out of `ps`)",
+    )
     u.add_argument("--model", "-m", help="model name, or name@version (default: the service's)")
     u.add_argument("--scale", "-s", type=int, help="upscaling factor (default: the service's)")
     u.add_argument("--quality", "-q", type=int, help="WebP/JPEG quality 1-100 (default: the service's)")
@@ -133,7 +138,8 @@ def cmd_client_upscale(args: argparse.Namespace) -> int:
         print(f"error: {what}: {error}", file=sys.stderr)
         failures += 1
 
-    with Client(args.url) as c:
+    api_key = args.api_key or os.environ.get("SRGAN_API_KEY") or None
+    with Client(args.url, api_key=api_key) as c:
         try:
             catalog = c.models()
         except httpx.HTTPError as e:
@@ -142,6 +148,14 @@ def cmd_client_upscale(args: argparse.Namespace) -> int:
         except ServiceError as e:
             print(f"error: {args.url}: {e}", file=sys.stderr)
             return 1
+        try:  # the model list is public: ask something that needs the key, before the first upload
+            next(c.jobs(page_size=1), None)
+        except ServiceError as e:
+            if e.status == 401:
+                what = "is not valid" if api_key else "is needed"
+                print(f"error: {args.url}: a client key {what} (--api-key or SRGAN_API_KEY): {e.message}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
         # Asked explicitly, so every name is known (and checked) before the first upload.
         scale = args.scale or catalog.default_scale or 4
         suffix = f"x{scale}" if args.suffix is None else args.suffix

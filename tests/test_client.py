@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import os
 import re
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def image(path: Path, size=(12, 18), **kw) -> Path:
     return path
 
 
-def client_cmd(url: str, *args: object, blocker: bool = False) -> subprocess.CompletedProcess:
+def client_cmd(url: str, *args: object, blocker: bool = False, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess:  # fmt: skip
     argv = ["client", "upscale", *map(str, args), "--url", url]
     code = f"import sys; from app.cli import main; sys.exit(main({argv!r}))"
     return subprocess.run(
@@ -75,6 +77,7 @@ def client_cmd(url: str, *args: object, blocker: bool = False) -> subprocess.Com
         text=True,
         timeout=120,
         cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if k != "SRGAN_API_KEY"}, **(env or {})},
     )
 
 
@@ -331,3 +334,62 @@ def test_retry_after_parsing_and_policy():
     assert policy.delay(0, httpx.Response(429, headers={"Retry-After": "60"})) is None  # longer than we wait
     assert policy.delay(0, httpx.Response(400)) is None and policy.delay(3, httpx.Response(503)) is None
     assert 0.25 <= policy.delay(1, None) <= 1.0  # backoff with jitter: 0.5 * 2 * [0.5, 1)
+
+
+# -- client keys ----------------------------------------------------------------------------------------------
+CLIENT_KEY, OTHER_KEY, ADMIN_KEY = "cli-key-" + "c" * 24, "cli-other-" + "o" * 22, "cli-admin-" + "a" * 22
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    db = ClaimedDB()
+    logs = tmp_path_factory.mktemp("client-keyed-logs")
+    env = service_env(db.url, f"ck{uuid.uuid4().hex[:6]}", api_keys=f"{CLIENT_KEY},{OTHER_KEY}", admin_key=ADMIN_KEY)
+    worker = start_worker(env, logs, ["bicubic"])
+    gateway, url = start_gateway(env, logs)
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        worker.stop()
+        gateway.stop()
+        db.release()
+
+
+def test_the_client_sends_its_key_and_the_admin_key_where_each_belongs(keyed, tmp_path):
+    src = image(tmp_path / "k.png", (10, 12))
+    with Client(keyed, api_key=CLIENT_KEY, admin_key=ADMIN_KEY) as c:
+        job = c.upscale(src, tmp_path / "k4.png", model="bicubic")
+        assert job.finished and (tmp_path / "k4.png").exists()
+        assert c.versions("espcn")["active"] == 1  # an admin route: the admin key
+        assert [j.id for j in c.jobs(page_size=1)][:1] == [job.id]  # its own jobs, newest first
+    with Client(keyed, api_key=OTHER_KEY) as other:
+        assert job.id not in [j.id for j in other.jobs()]
+        with pytest.raises(ServiceError) as e:
+            other.job(job.id)
+        assert e.value.status == 404
+    with Client(keyed, admin_key=ADMIN_KEY) as admin_only, pytest.raises(ServiceError) as e:
+        admin_only.submit(src, model="bicubic")  # the admin key is no client key, and is not sent here
+    assert e.value.status == 401 and e.value.code == "unauthorized"
+
+    async def run():
+        async with AsyncClient(keyed, api_key=CLIENT_KEY) as ac:
+            j = await ac.upscale(src, model="bicubic")
+            return j, [x.id async for x in ac.jobs(page_size=2)]
+
+    j, listed = asyncio.run(run())
+    assert j.finished and listed[:2] == [j.id, job.id]
+
+
+def test_the_client_command_takes_a_key(keyed, tmp_path):
+    src = image(tmp_path / "c.png", (10, 12))
+    out = client_cmd(keyed, src, "-m", "bicubic", "-o", tmp_path / "none.png", "--no-progress")
+    assert out.returncode == 1 and "a client key is needed (--api-key or SRGAN_API_KEY)" in out.stderr, out.stderr
+    assert not (tmp_path / "none.png").exists()
+    out = client_cmd(keyed, src, "-m", "bicubic", "-o", tmp_path / "bad.png", "--no-progress", "--api-key", "wrong")
+    assert out.returncode == 1 and "a client key is not valid" in out.stderr, out.stderr
+    out = client_cmd(keyed, src, "-m", "bicubic", "-o", tmp_path / "a.png", "--no-progress", "--api-key", CLIENT_KEY)
+    assert out.returncode == 0 and (tmp_path / "a.png").exists(), out.stderr
+    out = client_cmd(keyed, src, "-m", "bicubic", "-o", tmp_path / "e.png", "--no-progress", blocker=True,
+                     env={"SRGAN_API_KEY": CLIENT_KEY})  # fmt: skip
+    assert out.returncode == 0 and (tmp_path / "e.png").exists(), out.stderr

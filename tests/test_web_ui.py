@@ -288,3 +288,87 @@ def test_docs_render_without_internet(browser, site, tmp_path, path, rendered):
     finally:
         page.context.close()
     assert blocked == [] and errors == []
+
+
+# -- a gateway with client keys ----------------------------------------------------------------------------------
+UI_KEY = "ui-client-key-" + "k" * 20
+
+
+@pytest.fixture(scope="module")
+def keyed_site(tmp_path_factory):
+    db = ClaimedDB()
+    logs = tmp_path_factory.mktemp("ui-keyed-logs")
+    env = service_env(db.url, f"uik{uuid.uuid4().hex[:6]}", api_keys=UI_KEY)
+    worker = start_worker(env, logs, ["bicubic"])
+    gateway, url = start_gateway(env, logs)
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        worker.stop()
+        gateway.stop()
+        db.release()
+
+
+def test_a_keyed_gateway_asks_for_the_key_and_uses_it(browser, keyed_site, tmp_path):
+    page, shots, blocked, errors = open_page(browser, keyed_site, tmp_path, viewport={"width": 1100, "height": 900})
+    try:
+        page.wait_for_selector("#key-box", state="visible")  # the page's probe got a 401
+        assert page.input_value("#api-key") == ""
+        page.set_input_files("#file", str(image_file(tmp_path, "k.png", (30, 40))))
+        page.check("#model-list input[value=bicubic]")
+        shots("key-asked")
+        page.click("#submit")  # without the key: the API's 401, and the field to type it in
+        page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+        assert "unauthorized" in page.inner_text("#error") and "needs a client key" in page.inner_text("#key-help")
+        assert page.evaluate("document.activeElement.id") == "api-key"
+        shots("key-refused")
+        page.fill("#api-key", UI_KEY)
+        page.dispatch_event("#api-key", "change")
+        page.click("#submit")
+        page.wait_for_function("document.getElementById('after').naturalWidth === 160", timeout=60_000)
+        assert page.inner_text("#error") == "" and "done: 40×30 → 160×120" in page.inner_text("#status")
+        # An <img> cannot send the key: the result is fetched with it and shown (and downloaded) from a blob.
+        href = page.eval_on_selector("#download", "e => e.href")
+        assert href.startswith("blob:") and page.get_attribute("#download", "download") == "k_x4.png"
+        magic = page.evaluate("async (u) => [...new Uint8Array(await (await fetch(u)).arrayBuffer()).slice(0, 4)]",
+                              href)  # fmt: skip
+        assert bytes(magic) == b"\x89PNG"
+        shots("key-result")
+        page.reload()  # kept for the tab (sessionStorage), not sent anywhere else
+        page.wait_for_selector("#key-box", state="visible")
+        assert page.input_value("#api-key") == UI_KEY
+        assert page.evaluate("sessionStorage.getItem('srgan-api-key')") == UI_KEY
+        assert page.evaluate("localStorage.getItem('srgan-api-key')") is None
+    finally:
+        page.context.close()
+    assert blocked == [] and errors == []
+
+
+def test_the_page_long_polls_for_changes(browser, site, tmp_path):
+    """Following a job costs about one request per change of its progress, not two a second."""
+    page, shots, blocked, errors = open_page(browser, site, tmp_path, viewport={"width": 1100, "height": 900})
+    try:
+        page.wait_for_selector("#model-list input", state="attached")
+        polls: list[tuple[str, int]] = []
+        page.on("response", lambda r: polls.append((r.request.headers.get("if-none-match", ""), r.status))
+                if "/v1/jobs/" in r.url and not r.url.endswith("/result") else None)  # fmt: skip
+        page.evaluate(
+            """() => { window.seen = [];
+            new MutationObserver(() => window.seen.push(Number(document.getElementById('progress').value)))
+              .observe(document.getElementById('progress'), {attributes: true, attributeFilter: ['value']}); }"""
+        )
+        page.set_input_files("#file", str(image_file(tmp_path, "poll.png")))
+        page.check("#model-list input[value=srresnet]")
+        page.click("#submit")
+        page.wait_for_function("document.getElementById('after').naturalWidth > 0", timeout=120_000)
+        seen = page.evaluate("window.seen")
+        partial = sorted({v for v in seen if 0 < v < 1})
+        assert len(partial) >= 2, seen
+        long_polls = [p for p in polls if p[0]]
+        assert long_polls and all(status in (200, 304) for _, status in polls), polls
+        # Every answer to a long-poll brought a change (or said there was none for seconds: 304).
+        assert len(polls) <= len(set(seen)) + 4 + sum(s == 304 for _, s in polls), (len(polls), seen)
+    finally:
+        page.context.close()
+    assert blocked == [] and errors == []

@@ -14,6 +14,10 @@ It needs only httpx (``pip install srgan-service``, no torch), and returns typed
     async with AsyncClient(url) as c:                                        # the same, awaitable
         job = await c.upscale("photo.jpg", "photo_x4.png")
 
+On a gateway with client keys, pass yours: ``Client(url, api_key=...)`` (sent as ``Authorization: Bearer``
+on every route but the admin ones, which get ``admin_key``). ``c.jobs()`` walks your jobs, newest first;
+``submit(..., callback_url=...)`` asks for a webhook when the job ends.
+
 Every error answer is raised as :class:`ServiceError` (``status``, ``code``, ``message``, ``retry_after``).
 A full queue (429), a passing outage (502/503/504) or a dropped connection is retried, waiting what the
 answer's ``Retry-After`` says (:class:`Retry` sets how often and how long); uploads carry an Idempotency-Key,
@@ -31,7 +35,18 @@ training runs (those methods return the API's JSON as dicts)::
 from app.client.aio import AsyncClient
 from app.client.base import Retry, parse_retry_after
 from app.client.sync import Client
-from app.client.types import Catalog, ErrorInfo, InputInfo, Job, Model, OutputInfo, Result, ServiceError, Timings
+from app.client.types import (
+    Catalog,
+    ErrorInfo,
+    InputInfo,
+    Job,
+    Model,
+    OutputInfo,
+    Result,
+    ServiceError,
+    Timings,
+    Webhook,
+)
 
 __all__ = [
     "AsyncClient",
@@ -46,5 +61,6 @@ __all__ = [
     "Retry",
     "ServiceError",
     "Timings",
+    "Webhook",
     "parse_retry_after",
 ]

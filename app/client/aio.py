@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from app.client.base import NO_RETRY, Retry, auth, base_url, check, upload
+from app.client.base import NO_RETRY, Keys, Retry, base_url, check, upload
 from app.client.types import Catalog, Job, Result, ServiceError
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,11 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         admin_key: str | None = None,
         retry: Retry | None = None,
+        api_key: str | None = None,
     ):
         self.retry = retry or Retry()
         self.http = httpx.AsyncClient(
-            base_url=base_url(url), timeout=timeout, transport=transport, headers=auth(admin_key)
+            base_url=base_url(url), timeout=timeout, transport=transport, auth=Keys(url, api_key, admin_key)
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -83,8 +84,9 @@ class AsyncClient:
         quality: int | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
+        callback_url: str | None = None,
     ) -> Job:
-        opts = {"model": model, "scale": scale, "format": format, "quality": quality}
+        opts = {"model": model, "scale": scale, "format": format, "quality": quality, "callback_url": callback_url}
         if isinstance(image, (str, Path)):  # read off the event loop
             filename, image = filename or Path(image).name, await asyncio.to_thread(Path(image).read_bytes)
         r = await self._request("POST", "/v1/upscale", **upload(image, filename, idempotency_key, opts))
@@ -122,6 +124,15 @@ class AsyncClient:
     async def cancel(self, job: str | Job) -> Job:
         job_id = job if isinstance(job, str) else job.id
         return Job.from_dict((await self._request("DELETE", f"/v1/jobs/{job_id}")).json())
+
+    async def jobs(self, page_size: int = 50) -> AsyncIterator[Job]:
+        """This client's jobs (every job, on a gateway without keys), newest first, page after page."""
+        url: str | None = f"/v1/jobs?limit={page_size}"
+        while url:
+            page = (await self._request("GET", url)).json()
+            for j in page["jobs"]:
+                yield Job.from_dict(j)
+            url = page.get("next")
 
     async def upscale(
         self,

@@ -14,7 +14,7 @@ import httpx
 
 from app.client.types import ServiceError
 
-__all__ = ["Retry", "check", "parse_retry_after", "upload"]
+__all__ = ["Keys", "Retry", "check", "parse_retry_after", "upload"]
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
@@ -86,7 +86,7 @@ def upload(
     if isinstance(image, (str, Path)):
         filename = filename or Path(image).name
         image = Path(image).read_bytes()
-    unknown = set(options) - {"model", "scale", "format", "quality"}
+    unknown = set(options) - {"model", "scale", "format", "quality", "callback_url"}
     if unknown:
         raise TypeError(f"unknown upscale options: {', '.join(sorted(unknown))}")
     return {
@@ -100,5 +100,21 @@ def base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def auth(admin_key: str | None) -> dict[str, str] | None:
-    return {"Authorization": f"Bearer {admin_key}"} if admin_key else None
+class Keys(httpx.Auth):
+    """``Authorization: Bearer`` with the right key for each request: the admin key on the admin routes (model
+    versions, training runs), the client key (``api_key``) on every other route; none where none is given."""
+
+    def __init__(self, url: str, api_key: str | None = None, admin_key: str | None = None):
+        self.prefix = httpx.URL(base_url(url)).path.rstrip("/")  # a gateway behind a path prefix
+        self.api_key, self.admin_key = api_key, admin_key
+
+    def auth_flow(self, request: httpx.Request):
+        from app.paths import is_admin_path
+
+        path = request.url.path
+        if self.prefix and path.startswith(self.prefix):
+            path = path[len(self.prefix) :]
+        key = self.admin_key if is_admin_path(path) else self.api_key
+        if key and "authorization" not in request.headers:
+            request.headers["Authorization"] = f"Bearer {key}"
+        yield request

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from app.client.base import NO_RETRY, Retry, auth, base_url, check, upload
+from app.client.base import NO_RETRY, Keys, Retry, base_url, check, upload
 from app.client.types import Catalog, Job, Result, ServiceError
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,12 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         admin_key: str | None = None,
         retry: Retry | None = None,
+        api_key: str | None = None,
     ):
         self.retry = retry or Retry()
-        self.http = httpx.Client(base_url=base_url(url), timeout=timeout, transport=transport, headers=auth(admin_key))
+        self.http = httpx.Client(
+            base_url=base_url(url), timeout=timeout, transport=transport, auth=Keys(url, api_key, admin_key)
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -83,9 +86,10 @@ class Client:
         quality: int | None = None,
         idempotency_key: str | None = None,
         filename: str | None = None,
+        callback_url: str | None = None,
     ) -> Job:
         """Upload an image (a path or its bytes); returns the queued job."""
-        opts = {"model": model, "scale": scale, "format": format, "quality": quality}
+        opts = {"model": model, "scale": scale, "format": format, "quality": quality, "callback_url": callback_url}
         return Job.from_dict(
             self._request("POST", "/v1/upscale", **upload(image, filename, idempotency_key, opts)).json()
         )
@@ -130,6 +134,14 @@ class Client:
     def cancel(self, job: str | Job) -> Job:
         job_id = job if isinstance(job, str) else job.id
         return Job.from_dict(self._request("DELETE", f"/v1/jobs/{job_id}").json())
+
+    def jobs(self, page_size: int = 50) -> Iterator[Job]:
+        """This client's jobs (every job, on a gateway without keys), newest first, page after page."""
+        url: str | None = f"/v1/jobs?limit={page_size}"
+        while url:
+            page = self._request("GET", url).json()
+            yield from (Job.from_dict(j) for j in page["jobs"])
+            url = page.get("next")
 
     def upscale(
         self,

@@ -7,7 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Catalog", "ErrorInfo", "InputInfo", "Job", "Model", "OutputInfo", "Result", "ServiceError", "Timings"]
+__all__ = [
+    "Catalog",
+    "ErrorInfo",
+    "InputInfo",
+    "Job",
+    "Model",
+    "OutputInfo",
+    "Result",
+    "ServiceError",
+    "Timings",
+    "Webhook",
+]
 
 TERMINAL = frozenset({"finished", "failed", "canceled"})
 
@@ -46,6 +57,22 @@ class OutputInfo:
     height: int
     bytes: int
     content_type: str
+    sha256: str | None = None  # of the result's bytes (its ETag)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """How the delivery of the job's end to its ``callback_url`` goes."""
+
+    url: str
+    status: str  # pending, delivered, failed
+    attempts: int = 0
+    last_error: str | None = None
+    delivered_at: dt.datetime | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Webhook:
+        return cls(d["url"], d["status"], d.get("attempts", 0), d.get("last_error"), _time(d.get("delivered_at")))
 
 
 @dataclass(frozen=True)
@@ -78,6 +105,7 @@ class Job:
     model_sha256: str | None = None
     created_at: dt.datetime | None = None
     expires_at: dt.datetime | None = None
+    webhook: Webhook | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -108,7 +136,7 @@ class Job:
                 processing_s=t.get("processing_s"),
             ),
             attempts=d.get("attempts", 0),
-            output=OutputInfo(**{k: d["output"][k] for k in ("width", "height", "bytes", "content_type")})
+            output=OutputInfo(**{k: d["output"].get(k) for k in ("width", "height", "bytes", "content_type", "sha256")})
             if d.get("output")
             else None,
             error=ErrorInfo(d["error"]["code"], d["error"]["message"]) if d.get("error") else None,
@@ -118,6 +146,7 @@ class Job:
             model_sha256=d.get("model_sha256"),
             created_at=_time(d.get("created_at")),
             expires_at=_time(d.get("expires_at")),
+            webhook=Webhook.from_dict(d["webhook"]) if d.get("webhook") else None,
             raw=d,
         )
 

@@ -18,6 +18,57 @@ const EXT = { png: "png", webp: "webp", jpeg: "jpg" };
 let catalog = null;
 let chosen = null;
 let uploadUrl = null;
+let resultUrl = null;
+
+// -- the client key (a gateway with SRGAN_API_KEYS answers 401 without one) -------------------------------------
+const KEY = "srgan-api-key";
+
+function apiKey() {
+  return $("api-key").value.trim();
+}
+
+function keyed() {
+  return !$("key-box").hidden;
+}
+
+// fetch() with the key, when there is one (the model list and the page itself are public).
+function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (apiKey()) headers.set("Authorization", `Bearer ${apiKey()}`);
+  return fetch(path, { ...options, headers });
+}
+
+function askForKey() {
+  $("key-box").hidden = false;
+  $("key-help").textContent = apiKey()
+    ? "This key was refused: check it, or ask the gateway's operator for yours."
+    : "This gateway needs a client key: type yours here, then press Upscale again.";
+  $("api-key").focus();
+}
+
+function saveKey() {
+  sessionStorage.removeItem(KEY);
+  localStorage.removeItem(KEY);
+  if (apiKey()) ($("remember-key").checked ? localStorage : sessionStorage).setItem(KEY, apiKey());
+}
+
+async function checkKey() {
+  $("api-key").value = sessionStorage.getItem(KEY) || localStorage.getItem(KEY) || "";
+  $("remember-key").checked = Boolean(localStorage.getItem(KEY));
+  try {
+    const response = await api("/v1/jobs?limit=1");  // 401: this gateway has keys (and ours is missing or wrong)
+    if (response.status === 401) {
+      $("key-box").hidden = false;
+      if (apiKey()) $("key-help").textContent = "The saved key is not valid here: " + (await errorText(response));
+    } else if (response.ok && apiKey()) {
+      $("key-box").hidden = false;  // a keyed gateway that takes ours: keep the field, to change it
+    }
+  } catch (e) {
+    // unreachable: loadModels says so
+  }
+}
+$("api-key").addEventListener("change", saveKey);
+$("remember-key").addEventListener("change", saveKey);
 
 function apiError(body, status) {
   if (body && body.error) return `${body.error.message} (${body.error.code})`;
@@ -133,11 +184,22 @@ function show(job) {
 }
 
 async function follow(job) {
-  // Short long-polls: an answer at least every half second, so the bar moves with the tiles.
+  // Long-polls for any change: with the ETag of the last reading in If-None-Match, the gateway answers as soon as
+  // the job's status or progress moves (so the bar follows the tiles), or 304 when nothing did for a while. A
+  // queued job is read plainly after each 304, so its place in the queue stays fresh.
+  let etag = null;
   while (job.status === "queued" || job.status === "started") {
     show(job);
-    const response = await fetch(`${job.links.self}?wait=0.5`);
+    const wait = job.status === "queued" ? 5 : 30;
+    const response = etag
+      ? await api(`${job.links.self}?wait=${wait}`, { headers: { "If-None-Match": etag } })
+      : await api(job.links.self);
+    if (response.status === 304) {
+      etag = null;
+      continue;
+    }
     if (!response.ok) throw new Error(await errorText(response));
+    etag = response.headers.get("ETag");
     job = await response.json();
   }
   return job;
@@ -159,7 +221,8 @@ $("form").addEventListener("submit", async (e) => {
   $("progress").hidden = false;
   $("viewer-box").hidden = true;
   try {
-    const response = await fetch("/v1/upscale", { method: "POST", body: data });
+    const response = await api("/v1/upscale", { method: "POST", body: data });
+    if (response.status === 401) askForKey();
     if (!response.ok) throw new Error(await errorText(response));
     const job = await follow(await response.json());
     if (job.status !== "finished") throw new Error(job.error ? apiError(job) : `the job was ${job.status}`);
@@ -187,17 +250,28 @@ function loaded(img, src) {
   });
 }
 
+// The result's address: its URL, or with a key (which an <img> cannot send) the fetched bytes as a blob: URL.
+async function resultSource(job) {
+  if (!keyed()) return job.links.result;
+  const response = await api(job.links.result);
+  if (!response.ok) throw new Error(await errorText(response));
+  if (resultUrl) URL.revokeObjectURL(resultUrl);
+  resultUrl = URL.createObjectURL(await response.blob());
+  return resultUrl;
+}
+
 async function showResult(job) {
   const stem = chosen.name.replace(/\.[^.]*$/, "");
-  $("download").href = job.links.result;
+  const src = await resultSource(job);
+  $("download").href = src;
   $("download").download = `${stem}_x${job.scale}.${EXT[job.format] || job.format}`;
-  $("open").href = job.links.result;
+  $("open").href = src;
   $("result-caption").textContent = `${(MODELS[job.model] || [job.model])[0]} ×${job.scale}: `
     + `${job.output.width}×${job.output.height}`;
   view.w = job.output.width;
   view.h = job.output.height;
   $("viewer-box").hidden = false;
-  await Promise.all([loaded($("before"), uploadUrl), loaded($("after"), job.links.result)]);
+  await Promise.all([loaded($("before"), uploadUrl), loaded($("after"), src)]);
   for (const img of [$("before"), $("after")]) {
     img.style.width = `${view.w}px`;
     img.style.height = `${view.h}px`;
@@ -299,3 +373,4 @@ $("viewer").addEventListener("keydown", (e) => {
 });
 
 loadModels();
+checkKey();
