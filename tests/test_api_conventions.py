@@ -81,6 +81,18 @@ def test_the_listing_is_newest_first_paginated_and_scoped_to_the_key(keyed):
         assert_error(a.get("/v1/jobs", params={"limit": 101}), 422, "invalid_request")
 
 
+def test_jobs_created_in_the_same_microsecond_are_each_listed_once(stack_factory):
+    st = stack_factory(["bicubic"], workers=0, ready=False)
+    with client(st) as c:
+        ids = [submit(c, image(i)).json()["id"] for i in range(5)]
+        queue = st.env["SRGAN_QUEUE"]
+        index = f"t-{queue}:index:{queue}:-"
+        tie = st.redis.client.zscore(index, ids[2])
+        st.redis.client.zadd(index, {j: tie for j in ids[1:4]}, xx=True)  # three jobs of the same µs
+        listed = [j for p in pages(c, 1) for j in p]
+        assert listed == [ids[4], *sorted(ids[1:4], reverse=True), ids[0]]  # ties by id, as Redis orders them
+
+
 def test_an_expired_job_leaves_the_listing(stack_factory):
     st = stack_factory(["bicubic"], workers=0, ready=False, input_ttl_s=2)
     with client(st) as c:

@@ -14,7 +14,7 @@ its id), so they run on a single Redis, not a cluster; rq does not run on a clus
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "PROGRESS", "SAVE", "END", "REQUEUE", "CANCEL", "INDEX", "WEBHOOK_CLAIM", "WEBHOOK_RECORD"]
+__all__ = ["CLAIM", "PROGRESS", "SAVE", "END", "REQUEUE", "CANCEL", "WEBHOOK_CLAIM", "WEBHOOK_RECORD"]
 
 # Claim up to ARGV[1] jobs for worker ARGV[2] and start them; return, for each, what the worker needs.
 # KEYS[1] queue list, KEYS[2] this worker's claim list.
@@ -119,23 +119,6 @@ if KEYS[3] ~= '' then redis.call('DEL', KEYS[3]) end
 if KEYS[5] ~= '' then redis.call('ZADD', KEYS[5], 'NX', ARGV[7], ARGV[1]) end
 redis.call('PUBLISH', ARGV[6], ARGV[1] .. ' canceled')
 return 1
-"""
-
-# Add a new job to its owner's listing index (run in the enqueue transaction, after the job's hash is written).
-# Scores are microseconds since the epoch, made unique within the index (a tie moves up by one), so a page's last
-# score is a cursor that never skips or repeats a job. Lazy trimming: the oldest ARGV[5] entries whose job has
-# expired are dropped, so the index stays about as long as its owner's live jobs; the index itself expires
-# ARGV[3] s after its owner's last new job.
-# KEYS[1] the index. ARGV: score, job id, index TTL, job key prefix, entries to look at for trimming.
-INDEX = """
-local s = tonumber(ARGV[1])
-while #redis.call('ZRANGEBYSCORE', KEYS[1], s, s, 'LIMIT', 0, 1) > 0 do s = s + 1 end
-redis.call('ZADD', KEYS[1], s, ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)) do
-    if redis.call('EXISTS', ARGV[4] .. id) == 0 then redis.call('ZREM', KEYS[1], id) end
-end
-return s
 """
 
 # Claim up to ARGV[3] webhook deliveries that are due (the queue's score is the due time): each one's due time

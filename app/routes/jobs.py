@@ -120,7 +120,7 @@ async def _read(gw: Gateway, job_id: str, client: str | None, wait: float, with_
     return rec, data
 
 
-CURSOR = r"^[0-9]{1,17}$"
+CURSOR = r"^[0-9]{1,17}\.[A-Za-z0-9_-]{1,64}$"  # "<µs>.<job id>": a position in the caller's index
 
 
 @router.get(
@@ -140,8 +140,12 @@ async def list_jobs(
         str | None, Query(pattern=CURSOR, description="opaque: the `cursor` of a previous page's `next` link")
     ] = None,
 ) -> Response:
-    records, after = await gw.jobs.alist(client, limit, int(cursor) if cursor else None)
-    nxt = None if after is None else f"/v1/jobs?limit={limit}&cursor={after}"
+    at = None
+    if cursor:
+        score, _, jid = cursor.partition(".")
+        at = int(score), jid
+    records, after = await gw.jobs.alist(client, limit, at)
+    nxt = None if after is None else f"/v1/jobs?limit={limit}&cursor={after[0]}.{after[1]}"
     body = schemas.JobList(jobs=[job_resource(r, gw) for r in records], next=nxt)
     headers = {"Link": f'<{nxt}>; rel="next"'} if nxt else None
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)
