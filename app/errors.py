@@ -182,7 +182,9 @@ DESCRIPTIONS = {
     410: "the result has expired",
     413: "request body, upload or image too large",
     415: "not an image, not a supported image, or the wrong body media type",
-    422: "invalid field (each named in `errors`), unknown model, corrupt image or too many output pixels",
+    416: "the range starts past the end of the result (`Content-Range: bytes */<size>`)",
+    422: "invalid field (each named in `errors`), unknown model, corrupt image, too many output pixels, or a "
+    "refused `callback_url`",
     429: "queue full: retry after the Retry-After header's seconds",
     500: "internal error (see the gateway's log)",
     503: "not ready, or Redis does not answer: retry after the Retry-After header's seconds",
