@@ -145,3 +145,21 @@ def stack_factory(tmp_path_factory):
     yield make
     for st in reversed(made):
         st.stop()
+
+
+# Modules whose tests start real servers and processes (stacks, CLIs, Prometheus, Chromium): the `slow` marker,
+# so `pytest -m "not slow"` is the fast subset (unit tests of pure logic and in-process checks). Single slow
+# tests elsewhere carry the marker themselves.
+SLOW_MODULES = {
+    "test_cli", "test_client", "test_deploy", "test_gateway_api", "test_gateway_backpressure", "test_gateway_door",
+    "test_hot_swap", "test_k8s", "test_long_polls", "test_metrics", "test_openapi_contract", "test_prometheus",
+    "test_redis_faults", "test_registry_api", "test_service_storage_dir", "test_service_up", "test_tenancy",
+    "test_training", "test_training_runs", "test_web_ui", "test_worker_batching", "test_worker_crash",
+    "test_worker_health",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

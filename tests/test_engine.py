@@ -27,6 +27,7 @@ def test_tile_windows_cover_the_axis_with_equal_windows():
     assert tile_windows(500, 0, 16) == [(0, 500, 0, 500)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS_WITH_WEIGHTS)
 def test_tiled_output_equals_whole_image_output(name):
     img = photo_tensor("astronaut", (200, 300)).float() / 255
@@ -84,6 +85,7 @@ class _ThreadSpy(nn.Module):
         return self.net(x)
 
 
+@pytest.mark.slow
 def test_cpu_batches_split_into_single_threaded_passes():
     images = [photo_tensor("astronaut", (150, 150)), photo_tensor("coffee", (150, 150))]
     one = Upscaler(load_model("srresnet", 4), precision="fp32", tile=64, batch_size=4, streams=1).upscale(images)

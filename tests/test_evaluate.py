@@ -15,12 +15,14 @@ def test_bicubic_reproduces_the_published_set5_numbers(set5):
     assert r["mean"]["ssim_y"] == pytest.approx(0.810, abs=0.003)
 
 
+@pytest.mark.slow
 def test_bicubic_reproduces_set14_on_these_files(set14):
     r = evaluate(load_model("bicubic", 4), set14)
     assert len(r["images"]) == 14  # bridge.png is greyscale and must be measured too
     assert r["mean"]["psnr_y"] == pytest.approx(26.09, abs=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_cards_are_reproduced_by_eval(name, set5, set14):
     model = load_model(name, 4)
@@ -31,12 +33,14 @@ def test_shipped_cards_are_reproduced_by_eval(name, set5, set14):
         assert r["mean"]["ssim_y"] == pytest.approx(card["ssim_y"], abs=0.001)
 
 
+@pytest.mark.slow
 def test_learned_models_beat_bicubic_on_real_photos(photo_folder):
     bicubic = evaluate(load_model("bicubic", 4), photo_folder)["mean"]["psnr_y"]
     for name in ("srresnet", "espcn", "srcnn"):
         assert evaluate(load_model(name, 4), photo_folder)["mean"]["psnr_y"] > bicubic + 0.3, name
 
 
+@pytest.mark.slow
 def test_srgan_is_sharper_than_srresnet_and_still_faithful(photo_folder):
     # The point of the adversarial stage: more high-frequency energy than the MSE/L1-trained SRResNet
     # (which smooths), without giving up fidelity to the point of losing to bicubic.

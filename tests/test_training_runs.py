@@ -59,7 +59,9 @@ def start(admin: httpx.Client, **request) -> dict:
     return run
 
 
-def wait_run(svc, run_id: str, until, timeout: float = 120) -> dict:
+def wait_run(svc, run_id: str, until, timeout: float = 900) -> dict:
+    """Wait for an event of the run; the timeout is only a safety net (a busy machine trains slowly)."""
+
     def check():
         run = svc["admin"].get(f"/v1/training-runs/{run_id}").json()
         if run["status"] == "failed":
@@ -170,7 +172,7 @@ def test_cancel_a_queued_and_a_running_run(svc):
     r = admin.delete(f"/v1/training-runs/{long['id']}")
     assert r.status_code == 202 and r.json()["cancel_requested"], r.text
     t0 = time.monotonic()
-    done = wait_run(svc, long["id"], lambda r: r["status"] == "canceled", timeout=30)
+    done = wait_run(svc, long["id"], lambda r: r["status"] == "canceled", timeout=300)
     assert time.monotonic() - t0 < 10 and done["result"] is None and done["step"] < 100_000
     again = admin.delete(f"/v1/training-runs/{long['id']}")
     assert again.status_code == 200 and again.json()["status"] == "canceled"

@@ -115,10 +115,11 @@ def test_sigterm_finishes_the_batch_in_flight_and_gives_back_the_rest(redis_serv
     try:
         wait_ready(url)
         c = httpx.Client(base_url=url, timeout=60)
-        ids = [submit(c, png(photo("coffee", size=(192, 192), top=50 + 30 * i, left=200)), "espcn") for i in range(3)]
+        # Big enough (169 tiles, one per forward pass) that the first job is seen in flight on any machine.
+        ids = [submit(c, png(photo("coffee", size=(300, 300), top=20 + 30 * i, left=200)), "espcn") for i in range(3)]
         wait_for(
             lambda: c.get(f"/v1/jobs/{ids[0]}").json()["status"] == "started",
-            60,
+            300,
             "the first job to start",
             interval=0.02,
         )
