@@ -42,7 +42,7 @@ from app import metrics
 from model.clock import utcnow
 from worker.jobs import JobStore, WebhookClaim
 from worker.records import JobRecord, WebhookState
-from worker.retry import Backoff
+from worker.retry import REDIS_DOWN, Backoff
 
 __all__ = ["CallbackRefused", "check_callback_url", "refused_reason", "sign", "WebhookSender"]
 
@@ -169,15 +169,28 @@ class WebhookSender:
                     token = f"{self._name}:{uuid.uuid4().hex[:12]}"
                     claims = await self.store.aclaim_webhooks(free, self.lease_s, token)
                     for c in claims:
-                        task = asyncio.create_task(self.deliver(c))
+                        task = asyncio.create_task(self._deliver_logged(c))
                         self.inflight.add(task)
                         task.add_done_callback(self.inflight.discard)
                 backoff.succeeded()
                 await asyncio.sleep(0.01 if claims and len(claims) == free else POLL_S)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # Redis down (or a bug): the queue is in Redis, nothing is lost meanwhile
+            except REDIS_DOWN as e:  # the queue is in Redis: nothing is lost meanwhile
                 await asyncio.sleep(backoff.failed(e))
+            except Exception:  # a bug: logged, and the loop goes on (claims lapse to the next look)
+                log.exception("webhook sender: claiming due deliveries failed")
+                await asyncio.sleep(1.0)
+
+    async def _deliver_logged(self, claim: WebhookClaim) -> None:
+        try:
+            await self.deliver(claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # Redis down while recording, or a bug: the claim lapses and it is tried again
+            log.exception(
+                "webhook of job %s: the attempt could not be completed; it will be tried again", claim.record.id
+            )
 
     async def deliver(self, claim: WebhookClaim) -> WebhookState:
         """One attempt at one delivery, recorded in the job; returns the state recorded."""

@@ -109,7 +109,7 @@ def check_image(gw: Gateway, data: bytes, scale: int):
             "with the job's `Location`, `ETag` and model version headers",
         },
         **responses(409, 413, 415, 422, 429, 503),
-    },  # fmt: skip
+    },
     dependencies=[no_empty_form_fields("model", "scale", "format", "quality", "callback_url")],
     summary="Queue an image for upscaling",
     description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
@@ -182,22 +182,27 @@ async def upscale(
         headers["Idempotent-Replayed"] = "true"
     wait = preferred_wait(prefer, s.max_wait_s)
     if wait is not None:
-        headers["Preference-Applied"] = f"wait={wait:g}"
-        headers["Vary"] = "Prefer"
-        if not rec.terminal:
-            ended, data = await gw.events.wait_until(
-                rec.id, wait, lambda: gw.jobs.aget(rec.id, True), lambda v: v[0] is None or v[0].terminal
-            )
-            rec = ended or rec
-        else:
-            _, data = await gw.jobs.aget(rec.id, True)
-        if rec.status == "finished" and data is not None:
-            headers["Content-Location"] = f"/v1/jobs/{rec.id}/result"
-            return result_response(rec, data, request.headers, extra=headers, conditional=False)
-        if rec.terminal:
-            position = None
-        elif rec.status == "queued":
-            position = await gw.jobs.aposition(rec.id)
+        return await waited(gw, request, rec, wait, position, headers)
+    return json_response(job_resource(rec, gw, position), 202, headers)
+
+
+async def waited(gw: Gateway, request: Request, rec: JobRecord, wait: float, position: int | None,
+                 headers: dict[str, str]) -> Response:  # fmt: skip
+    """``Prefer: wait=N``: the image if the job finishes within ``wait`` s, else the job as it is then (202)."""
+    headers = {**headers, "Preference-Applied": f"wait={wait:g}", "Vary": "Prefer"}
+    result = None
+    if not rec.terminal:  # an idempotent replay may have ended already
+        ended, result = await gw.events.wait_until(
+            rec.id, wait, lambda: gw.jobs.aget(rec.id, True), lambda v: v[0] is None or v[0].terminal
+        )
+        rec = ended or rec
+    elif rec.status == "finished":
+        _, result = await gw.jobs.aget(rec.id, True)
+    if rec.status == "finished" and result is not None:
+        headers["Content-Location"] = f"/v1/jobs/{rec.id}/result"
+        return result_response(rec, result, request.headers, extra=headers, conditional=False)
+    if rec.status == "queued":
+        position = await gw.jobs.aposition(rec.id)
     return json_response(job_resource(rec, gw, position), 202, headers)
 
 
