@@ -5,6 +5,7 @@ are saved under each test's tmp_path (``shots/``)."""
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -360,9 +361,12 @@ def test_the_page_long_polls_for_changes(browser, site, tmp_path):
         )
         page.set_input_files("#file", str(image_file(tmp_path, "poll.png")))
         page.check("#model-list input[value=srresnet]")
+        t0 = time.monotonic()
         page.click("#submit")
         page.wait_for_function("document.getElementById('after').naturalWidth > 0", timeout=120_000)
+        took = time.monotonic() - t0
         seen = page.evaluate("window.seen")
+        print(f"\nthe page followed a {took:.1f} s job with {len(polls)} requests ({len(set(seen))} progress values)")
         partial = sorted({v for v in seen if 0 < v < 1})
         assert len(partial) >= 2, seen
         long_polls = [p for p in polls if p[0]]

@@ -145,6 +145,11 @@ def test_failures_are_retried_with_growing_delays(stack, receiver):
     rx = receiver([500, 503, "200"])
     jid = submit(stack, rx.url).json()["id"]
     rx.wait(1)
+    # An ended job's long-poll with If-None-Match wakes on its webhook's progress too.
+    r = httpx.get(f"{stack.url}/v1/jobs/{jid}", timeout=30)
+    changed = httpx.get(f"{stack.url}/v1/jobs/{jid}", params={"wait": 30}, headers={"If-None-Match": r.headers["etag"]},
+                        timeout=60)  # fmt: skip
+    assert changed.status_code == 200 and changed.json()["webhook"] != r.json()["webhook"], changed.status_code
     hook = wait_for(lambda: (w := webhook_of(stack, jid))["attempts"] >= 1 and w, 30, "the first attempt recorded")
     if hook["attempts"] == 1:  # seen between the first and second attempts
         assert hook["status"] == "pending" and hook["last_error"] == "HTTP 500" and hook["next_attempt_at"]

@@ -89,7 +89,7 @@ class Keys:
         return self.claim_prefix + job_id  # the token of the worker that started it
 
     def index(self, owner: str | None) -> str:
-        """Sorted set: the owner's job ids by creation time (µs, unique); ``-`` holds open mode's jobs."""
+        """Sorted set: the owner's job ids by creation time (µs since the epoch); ``-`` holds open mode's jobs."""
         return f"{self.prefix}:index:{self.queue}:{owner or '-'}"
 
     def idempotency(self, key: str, owner: str | None) -> str:

@@ -107,8 +107,10 @@ async def _read(gw: Gateway, job_id: str, client: str | None, wait: float, with_
         rec, data = await gw.jobs.aget(job_id, with_result)
         return (rec, data) if owned(rec, client) is not None else (None, None)
 
-    def done(v) -> bool:
-        return v[0] is None or v[0].terminal or (unless is not None and not matches(unless, state_etag(v[0])))
+    def done(v) -> bool:  # with If-None-Match: any change (an ended job's webhook delivery too); else the end
+        if v[0] is None:
+            return True
+        return not matches(unless, state_etag(v[0])) if unless is not None else v[0].terminal
 
     if wait > 0:  # a wait for a change re-reads the job twice a second: progress is written, not announced
         recheck = {} if unless is None else {"recheck_s": 0.5}
