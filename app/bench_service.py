@@ -222,10 +222,11 @@ def _engine_child(model: str, scale: int, folder: Path) -> dict:
     fmt = os.environ.get("SRGAN_BENCH_FORMAT", "png")
     with ThreadPoolExecutor(io_threads(s)) as pool:
         t1 = time.perf_counter()
-        futures = [
-            pool.submit(encode, decoded[i], sr, fmt, 90, png_compress_level=s.worker_png_compress_level)
-            for i, sr in up.upscale_iter(rgb)
-        ]
+        futures = []
+        for i, sr in up.upscale_iter(rgb):
+            if isinstance(sr, Exception):
+                raise sr
+            futures.append(pool.submit(encode, decoded[i], sr, fmt, 90, png_compress_level=s.worker_png_compress_level))
         for f in futures:
             f.result()
         dt_codec = time.perf_counter() - t1
@@ -309,7 +310,7 @@ def service_run(
     dt = time.perf_counter() - t0
     busy1 = worker_inference_seconds(metrics_url, model)
     return {
-        "engine_busy_fraction": None if busy0 is None else (busy1 - busy0) / dt,
+        "engine_busy_fraction": None if busy0 is None or busy1 is None else (busy1 - busy0) / dt,
         "images_per_s": len(latencies) / dt,
         "out_mp_per_s": out_px[0] / 1e6 / dt,
         "seconds": dt,
@@ -383,7 +384,7 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
     stack = None if args.url else bench_stack([args.model, "bicubic"], args.batch_jobs)
     engine = None
     try:
-        url = args.url or stack.start().url
+        url = args.url if stack is None else stack.start().url
         log("engine alone ...")
         env = {**(stack.env if stack is not None else os.environ), "SRGAN_BENCH_FORMAT": args.format}
         engine = EngineBench(images, args.model, env)

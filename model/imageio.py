@@ -224,9 +224,10 @@ def decode(source: bytes | str | Path | BinaryIO, max_pixels: int | None = DEFAU
 
 def _from_pil(im: Image.Image, info: ImageInfo, icc: bytes | None) -> DecodedImage:
     mode = im.mode
-    alpha = None
+    alpha: np.ndarray | None = None
     if mode == "P":
-        mode_to = "RGBA" if "transparency" in im.info or im.palette.mode == "RGBA" else "RGB"
+        palette_mode = im.palette.mode if im.palette is not None else None
+        mode_to = "RGBA" if "transparency" in im.info or palette_mode == "RGBA" else "RGB"
         im, mode = im.convert(mode_to), mode_to
         icc = icc if mode_to in ("RGB", "RGBA") else None
     if mode == "PA":
@@ -238,7 +239,7 @@ def _from_pil(im: Image.Image, info: ImageInfo, icc: bytes | None) -> DecodedIma
         arr = np.asarray(im, dtype=np.float32)
         grey = torch.from_numpy(np.clip(arr / 65535.0, 0, 1))
         return DecodedImage(grey.expand(3, -1, -1).contiguous(), None, True, 16, icc, info)
-    grey = mode in ("1", "L", "LA")
+    is_grey = mode in ("1", "L", "LA")
     if mode in ("LA", "RGBA"):
         alpha = np.asarray(im.getchannel("A")).copy()
     if mode not in ("RGB",):
@@ -247,15 +248,17 @@ def _from_pil(im: Image.Image, info: ImageInfo, icc: bytes | None) -> DecodedIma
     if alpha is not None and not (alpha < 255).any():
         alpha = None  # fully opaque: no need to carry it
         if mode == "RGBA":
-            grey = False
-    return DecodedImage(rgb, alpha, grey, 8, icc, info)
+            is_grey = False
+    return DecodedImage(rgb, alpha, is_grey, 8, icc, info)
 
 
 def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     if icc:
         try:
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            out = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            if out is not None:
+                return out
         except (ImageCms.PyCMSError, OSError):
             pass  # a broken profile: fall back to the naive conversion
     return im.convert("RGB")
@@ -318,9 +321,10 @@ def encode(
     h, w = sr.shape[1:]
     alpha = _upscale_alpha(src.alpha, (h, w)) if src.alpha is not None else None
     if fmt == "png":
-        pixels = _pixels(src, sr, np.uint16 if src.bit_depth == 16 else np.uint8)
+        depth = np.uint16 if src.bit_depth == 16 else np.uint8
+        pixels = _pixels(src, sr, depth)
         if alpha is not None:
-            pixels = np.dstack([pixels, _depth(alpha, pixels.dtype)])
+            pixels = np.dstack([pixels, _depth(alpha, depth)])
         return write_png(pixels, level=png_compress_level, icc_profile=src.icc_profile)
     im = Image.fromarray(_pixels(src, sr, np.uint8), "L" if src.grey else "RGB")
     if alpha is not None:
