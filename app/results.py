@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from app.errors import error_response
 from model.clock import utcnow
-from model.imageio import EXTENSIONS
+from model.imageinfo import EXTENSIONS
 from worker.records import JobRecord, UpscaleJob
 
 __all__ = ["result_response", "etag_of", "matches", "byte_range", "Unsatisfiable"]

@@ -14,7 +14,6 @@ within the same bounds.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -253,16 +252,6 @@ def validate_card(data: Any) -> CardSchema:
 
 
 def _count_params(arch: str, params: dict[str, Any]) -> int:
-    return _meta_count(arch, tuple(sorted(params.items())))
+    from model.paramcount import count_params  # a formula per architecture: no torch (the gateway reads cards)
 
-
-@functools.lru_cache(maxsize=64)
-def _meta_count(arch: str, params: tuple) -> int:
-    """Parameters of ``arch(**params)``, built on the meta device (no memory; a few ms, so kept per config)."""
-    import torch
-
-    from model.archs import ARCHS
-
-    with torch.device("meta"):
-        module = ARCHS[arch](**dict(params))
-    return sum(p.numel() for p in module.parameters())
+    return count_params(arch, params)

@@ -27,7 +27,7 @@ import numpy as np
 from isal import isal_zlib
 from PIL import Image
 
-from model.imageio import CorruptImageError, ImageInfo
+from model.imageinfo import CorruptImageError, ImageInfo
 
 __all__ = ["verify"]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
-
-from model.archs import Interpolation
 from model.weights import ModelCard, WeightsError, load_weights
+
+if TYPE_CHECKING:  # the specs are read without torch (the gateway); loading a model imports it
+    import torch.nn as nn
 
 __all__ = [
     "ModelSpec",
@@ -177,4 +177,6 @@ def load_weightless(name: str, scale: int) -> LoadedModel:
     spec = spec_of(name, scale)
     if not spec.weightless:
         raise UnknownModelError(f"model {name!r} is a learned model, not an interpolation")
+    from model.archs import Interpolation
+
     return LoadedModel(name, scale, Interpolation(scale=scale, **spec.arch_params).eval(), spec)

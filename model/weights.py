@@ -12,16 +12,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn as nn
-from safetensors import safe_open
-from safetensors.torch import save_file
-
-from model.archs import ARCHS
 from model.card import CARD_FORMAT, CardError, read_json, validate_card
 from model.clock import iso_now
+
+if TYPE_CHECKING:  # torch is imported where tensors are built: reading cards and hashing files need none of it
+    import torch
+    import torch.nn as nn
 
 __all__ = [
     "ModelCard",
@@ -101,6 +99,8 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def build_arch(arch: str, params: dict[str, Any]) -> nn.Module:
     """Build an architecture by its card name, with a clear error for unknown names or parameters."""
+    from model.archs import ARCHS
+
     cls = ARCHS.get(arch)
     if cls is None:
         raise WeightsError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
@@ -112,6 +112,8 @@ def build_arch(arch: str, params: dict[str, Any]) -> nn.Module:
 
 def save_weights(module: nn.Module, path: str | Path, card: ModelCard) -> ModelCard:
     """Write ``path`` (.safetensors) and its card (.json); fills the card's sha256, size and date."""
+    from safetensors.torch import save_file
+
     path = Path(path).with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in _strip_prefixes(module.state_dict()).items()}
@@ -154,6 +156,8 @@ def load_weights(path: str | Path, *, verify_sha: bool = True) -> tuple[nn.Modul
         actual = sha256_file(path)
         if actual != card.sha256:
             raise WeightsError(f"{path.name}: sha256 {actual[:12]}... does not match its card ({card.sha256[:12]}...)")
+    from safetensors import safe_open
+
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -77,7 +77,7 @@ def check_image(gw: Gateway, data: bytes, scale: int):
     """Read the header (pixel limits before any decoding), then check the body as cheaply as its format allows
     (:func:`model.imagecheck.verify`): what is accepted here, the worker can decode. Returns the ImageInfo."""
     from model.imagecheck import verify
-    from model.imageio import ImageError, probe
+    from model.imageinfo import ImageError, probe
 
     s = gw.settings
     if not data:
