@@ -44,9 +44,16 @@ def register(bsub: argparse._SubParsersAction) -> None:
         help="bench a running gateway instead of starting a stack (no worker settings "
         "are known then: the engine runs with this machine's defaults)",
     )
+    p.add_argument(
+        "--mode",
+        choices=["throughput", "overhead"],
+        default="throughput",
+        help="throughput: real photos through the model vs. the engine alone (below); overhead: bicubic on small "
+        "photos from many clients, CPU ms per job for each process (app/bench_overhead.py)",
+    )
     p.add_argument("--model", default="srresnet", help="model for the throughput run (default: srresnet)")
     p.add_argument("--images", "-n", type=int, default=16, help="images for the throughput run (default: 16)")
-    p.add_argument("--concurrency", "-c", type=int, default=8, help="concurrent clients (default: 8)")
+    p.add_argument("--concurrency", "-c", type=int, help="concurrent clients (default: 8; overhead mode 32)")
     p.add_argument(
         "--rounds",
         type=int,
@@ -63,6 +70,12 @@ def register(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="png", choices=["png", "webp", "jpeg"], help="output format")
     p.add_argument("--overhead-jobs", type=int, default=200, help="tiny bicubic jobs, one at a time")
     p.add_argument("--batch-jobs", type=int, help="worker: jobs taken at once (default: the setting's)")
+    p.add_argument("--jobs", type=int, default=2000, help="overhead mode: jobs per round (default: 2000)")
+    p.add_argument("--distinct", type=int, default=32, help="overhead mode: distinct photos (default: 32)")
+    p.add_argument("--min-size", type=int, default=64, help="overhead mode: smallest side in pixels (default: 64)")
+    p.add_argument("--max-size", type=int, default=128, help="overhead mode: largest side in pixels (default: 128)")
+    p.add_argument("--client-procs", type=int, default=2, help="overhead mode: client processes (default: 2)")
+    p.add_argument("--code", type=Path, help="overhead mode: run the stack from this checkout (before vs. after)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench_service)
 
@@ -129,7 +142,7 @@ def pct(xs: list[float], q: float) -> float:
 # -- the stack -------------------------------------------------------------------------------------------------
 
 
-def bench_stack(models: list[str], batch_jobs: int | None, env: dict | None = None):
+def bench_stack(models: list[str], batch_jobs: int | None, env: dict | None = None, cwd: Path | None = None):
     """A private redis-server, one worker and the gateway, on free ports (``app.up.Stack``)."""
     from app.up import Stack, free_port
 
@@ -139,7 +152,7 @@ def bench_stack(models: list[str], batch_jobs: int | None, env: dict | None = No
     stack_env.pop("SRGAN_REDIS_URL", None)
     if batch_jobs:
         stack_env["SRGAN_WORKER_BATCH_JOBS"] = str(batch_jobs)
-    return Stack(env=stack_env, log_dir=tempfile.mkdtemp(prefix="srgan-bench-"))
+    return Stack(env=stack_env, log_dir=tempfile.mkdtemp(prefix="srgan-bench-"), cwd=cwd)
 
 
 # -- measurements ----------------------------------------------------------------------------------------------
@@ -448,10 +461,19 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
 
 
 def cmd_bench_service(args: argparse.Namespace) -> int:
-    result = run_service_bench(args, log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    if args.mode == "overhead":
+        from app.bench_overhead import run_overhead_bench
+
+        result = run_overhead_bench(args, log=log)
+        failed = result["failed"]
+    else:
+        args.concurrency = args.concurrency or 8
+        result = run_service_bench(args, log=log)
+        failed = result["service"]["failed"]
     if args.json:
         print(json.dumps(result, indent=2))
-    return 1 if result["service"]["failed"] else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":  # the engine child of EngineBench: MODEL SCALE FOLDER -> one JSON line

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -42,6 +43,8 @@ __all__ = [
     "MODEL_SWAPS",
     "MODEL_LOAD_SECONDS",
     "ACTIVE_VERSION",
+    "STAGE_CPU",
+    "stage_cpu",
     "TRAINING_RUNS",
     "TRAINING_STEP",
 ]
@@ -75,6 +78,12 @@ OUTPUT_PIXELS = Counter(
 INFERENCE_SECONDS = Counter("srgan_inference_seconds_total", "Seconds spent in engine calls", ["model"])
 DECODE_SECONDS = Histogram("srgan_decode_seconds", "Decoding one upload", buckets=_IO_BUCKETS)
 ENCODE_SECONDS = Histogram("srgan_encode_seconds", "Encoding one result", buckets=_IO_BUCKETS)
+STAGE_CPU = Counter(
+    "srgan_worker_stage_cpu_seconds_total",
+    "CPU seconds of the thread doing each stage of the batch pipeline (claim, decode, engine, encode, store, "
+    "progress); the engine's own worker threads (torch's intra-op pool) are not in it",
+    ["stage"],
+)
 LOADED_MODEL = Gauge(
     "srgan_model_loaded_info",
     "1 for each model served, labelled with its registry version (`builtin` for interpolation) and the weights' sha256",
@@ -118,6 +127,24 @@ GPU_MEMORY_USED = Gauge(
 )
 GPU_MEMORY_TOTAL = Gauge("srgan_gpu_memory_total_bytes", "GPU memory installed (NVML; GPU workers only)", ["device"])
 GPU_TEMPERATURE = Gauge("srgan_gpu_temperature_celsius", "GPU core temperature (NVML; GPU workers only)", ["device"])
+
+
+class stage_cpu:  # noqa: N801 (used as a context manager, like a function)
+    """Add the calling thread's CPU time inside the block to :data:`STAGE_CPU` for ``stage``."""
+
+    __slots__ = ("_counter", "_t0")
+
+    def __init__(self, stage: str):
+        self._counter = _STAGES[stage]
+
+    def __enter__(self) -> None:
+        self._t0 = time.thread_time()
+
+    def __exit__(self, *exc) -> None:
+        self._counter.inc(time.thread_time() - self._t0)
+
+
+_STAGES = {s: STAGE_CPU.labels(s) for s in ("claim", "decode", "engine", "encode", "store", "progress")}
 
 
 def count_output(model: str, height: int, width: int) -> None:

@@ -108,6 +108,10 @@ class BatchPipeline:
 
     def _claim(self, block_s: float | None) -> list[Task]:
         claims = self.store.claim(self.worker, self.batch_jobs, block_s)
+        with M.stage_cpu("claim"):  # (the wait for a first job above is idle, not CPU)
+            return self._took(claims)
+
+    def _took(self, claims: list[Claim]) -> list[Task]:
         tasks = [Task(c) for c in claims]
         now = utcnow()
         with self.lock:
@@ -181,7 +185,8 @@ class BatchPipeline:
             return
         t1 = time.perf_counter()
         try:
-            t.decoded = decode(data, self.settings.max_input_pixels)
+            with M.stage_cpu("decode"):
+                t.decoded = decode(data, self.settings.max_input_pixels)
             M.DECODE_SECONDS.observe(time.perf_counter() - t1)
         except ImageError as e:
             t.error = JobError(code=e.code, message=str(e))
@@ -230,20 +235,13 @@ class BatchPipeline:
         seen: set[int] = set()
         threads = _torch_threads(up, sum(t.decoded.width * t.decoded.height for t in ready))
         try:
+            cpu0, outside = time.thread_time(), 0.0  # the engine's share: the loop's CPU less what its body takes
             for i, result in up.upscale_iter([t.decoded.rgb for t in ready], on_progress):
+                b0 = time.thread_time()
                 seen.add(i)
-                t = ready[i]
-                if isinstance(result, Exception):
-                    code = "image_too_large" if type(result).__name__ == "ImageTooLargeError" else "engine_error"
-                    t.error = JobError(code=code, message=str(result))
-                    self._fail([t])
-                    continue
-                M.TILES.labels(model).inc(t.tiles)
-                M.count_output(model, result.shape[1], result.shape[2])
-                if result.shape[1] * result.shape[2] <= _INLINE_OUTPUT_PIXELS:
-                    self._finish(t, result)
-                else:
-                    self._encoding.add(self.pool.submit(self._finish, t, result))
+                self._completed(ready[i], result, model)
+                outside += time.thread_time() - b0
+            M.STAGE_CPU.labels("engine").inc(max(0.0, time.thread_time() - cpu0 - outside))
         except Exception as e:  # an engine failure fails the jobs it had not finished, and only those
             log.exception("engine call failed for %d job(s)", len(ready) - len(seen))
             failed = [t for i, t in enumerate(ready) if i not in seen]
@@ -257,6 +255,20 @@ class BatchPipeline:
                 torch.set_num_threads(threads)
         M.INFERENCE_SECONDS.labels(model).inc(time.perf_counter() - t0)
         M.BATCH_TILES.observe(sum(t.tiles for t in ready))
+
+    def _completed(self, t: Task, result, model: str) -> None:
+        """One image out of the engine: failed, or encoded and stored (here if small, else in the pool)."""
+        if isinstance(result, Exception):
+            code = "image_too_large" if type(result).__name__ == "ImageTooLargeError" else "engine_error"
+            t.error = JobError(code=code, message=str(result))
+            self._fail([t])
+            return
+        M.TILES.labels(model).inc(t.tiles)
+        M.count_output(model, result.shape[1], result.shape[2])
+        if result.shape[1] * result.shape[2] <= _INLINE_OUTPUT_PIXELS:
+            self._finish(t, result)
+        else:
+            self._encoding.add(self.pool.submit(self._finish, t, result))
 
     def wait_for_encoders(self, max_pending: int) -> None:
         self._encoding = {f for f in self._encoding if not f.done()}
@@ -273,9 +285,10 @@ class BatchPipeline:
         job = t.job
         try:
             t1 = time.perf_counter()
-            data = encode(
-                t.decoded, sr, job.format, job.quality, png_compress_level=self.settings.worker_png_compress_level
-            )
+            with M.stage_cpu("encode"):
+                data = encode(
+                    t.decoded, sr, job.format, job.quality, png_compress_level=self.settings.worker_png_compress_level
+                )
             M.ENCODE_SECONDS.observe(time.perf_counter() - t1)
         except Exception as e:
             log.exception("encoding job %s failed", t.id)
@@ -313,7 +326,8 @@ class BatchPipeline:
     def _commit(self, items: list[tuple[Task, OutputInfo | JobError, bytes | None]]) -> None:
         finished = [(t.claim, d, r) for t, d, r in items if isinstance(d, OutputInfo)]
         failed = [(t.claim, d) for t, d, _ in items if isinstance(d, JobError)]
-        done = self.store.finish(finished, self.counters_key) + self.store.fail(failed, self.counters_key)
+        with M.stage_cpu("store"):
+            done = self.store.finish(finished, self.counters_key) + self.store.fail(failed, self.counters_key)
         claims = [c for c, _, _ in finished] + [c for c, _ in failed]
         for c, committed in zip(claims, done, strict=True):
             if not committed:
@@ -350,7 +364,8 @@ class BatchPipeline:
         with self.lock:
             values = [(self.tasks[j].claim, v) for j, v in self._progress.items() if j in self.tasks]
             self._progress.clear()
-        self.store.progress(values)
+        with M.stage_cpu("progress"):
+            self.store.progress(values)
 
     def busy(self) -> int:
         with self.lock:
