@@ -10,8 +10,9 @@ photographs (64-128 px a side, PNG out), many concurrent clients, ``--jobs`` job
 - the worker's CPU split by pipeline stage (claim, decode, engine, encode, store, progress: the worker's
   ``srgan_worker_stage_cpu_seconds_total``), the rest being its bookkeeping (rq, heartbeat, threads).
 
-The clients are ``--client-procs`` processes of asyncio tasks using :class:`app.client.AsyncClient` (submit,
-then a long-polled ``GET .../result``), started before the clock and released together. ``--code DIR`` runs the
+The clients are ``--client-procs`` processes of asyncio tasks using :class:`app.client.AsyncClient`, started
+before the clock and released together; ``--flow two-step`` (submit, then a long-polled ``GET .../result``) or
+``prefer-wait`` (one ``POST`` with ``Prefer: wait=60`` that answers with the image). ``--code DIR`` runs the
 stack from another checkout (the same benchmark, before vs. after a change); a stack without the stage counters
 reports the worker's total only.
 """
@@ -103,8 +104,9 @@ def png_size(data: bytes) -> tuple[int, int] | None:
 # -- the clients (child processes) -------------------------------------------------------------------------------
 
 
-async def _clients(url: str, images: list[bytes], jobs: int, concurrency: int, scale: int) -> dict:
+async def _clients(url: str, images: list[bytes], jobs: int, concurrency: int, scale: int, flow: str) -> dict:
     from app.client import AsyncClient
+    from app.client.base import check, upload
 
     expected = [tuple(scale * v for v in png_size(b) or (0, 0)) for b in images]
     latencies: list[float] = []
@@ -116,13 +118,19 @@ async def _clients(url: str, images: list[bytes], jobs: int, concurrency: int, s
             img = i % len(images)
             t = time.perf_counter()
             try:
-                job = await c.submit(images[img], model="bicubic", format="png")
-                data = await c.result(job, wait=60)
+                if flow == "prefer-wait":  # one request: the image comes back when the job ends within 60 s
+                    kw = upload(images[img], None, None, {"model": "bicubic", "format": "png"})
+                    r = check(
+                        await c.http.post("/v1/upscale", headers={**kw.pop("headers"), "Prefer": "wait=60"}, **kw)
+                    )
+                    data = r.content if r.status_code == 200 else await c.result(r.json()["id"], wait=60)
+                else:
+                    data = await c.result(await c.submit(images[img], model="bicubic", format="png"), wait=60)
             except Exception as e:  # counted and reported
                 errors.append(f"{type(e).__name__}: {e}")
                 continue
             if png_size(data) != expected[img]:
-                errors.append(f"job {job.id}: a {png_size(data)} result, expected {expected[img]}")
+                errors.append(f"a {png_size(data)} result, expected {expected[img]}")
                 continue
             latencies.append(time.perf_counter() - t)
 
@@ -138,7 +146,7 @@ def _client_main(spec_path: str) -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     cpu0, t0 = time.process_time(), time.perf_counter()
-    out = asyncio.run(_clients(spec["url"], images, spec["jobs"], spec["concurrency"], spec["scale"]))
+    out = asyncio.run(_clients(spec["url"], images, spec["jobs"], spec["concurrency"], spec["scale"], spec["flow"]))
     out.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - t0)
     print(json.dumps(out), flush=True)
 
@@ -171,7 +179,8 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))]
 
 
-def overhead_round(stack, metrics_url: str, files: list[Path], jobs: int, concurrency: int, procs: int) -> dict:
+def overhead_round(stack, metrics_url: str, files: list[Path], jobs: int, concurrency: int, procs: int,
+                   flow: str = "two-step") -> dict:  # fmt: skip
     """One timed run of ``jobs`` jobs from ``procs`` client processes on a started stack."""
     procs = max(1, min(procs, concurrency))
     tmp = Path(tempfile.mkdtemp(prefix="srgan-bench-clients-"))
@@ -179,7 +188,8 @@ def overhead_round(stack, metrics_url: str, files: list[Path], jobs: int, concur
     for k in range(procs):
         share = jobs // procs + (1 if k < jobs % procs else 0)
         conc = concurrency // procs + (1 if k < concurrency % procs else 0)
-        spec = {"url": stack.url, "images": [str(f) for f in files], "jobs": share, "concurrency": conc, "scale": 4}
+        spec = {"url": stack.url, "images": [str(f) for f in files], "jobs": share, "concurrency": conc, "scale": 4,
+                "flow": flow}  # fmt: skip
         (tmp / f"client-{k}.json").write_text(json.dumps(spec))
         children.append(
             subprocess.Popen(
@@ -258,16 +268,17 @@ def run_overhead_bench(args: argparse.Namespace, log=print) -> dict:
     stack = bench_stack(["bicubic"], args.batch_jobs, env, cwd=code)
     log(
         f"overhead: {args.jobs} bicubic x4 jobs ({len(images)} photos, {args.min_size}-{args.max_size} px, PNG), "
-        f"{concurrency} clients in {args.client_procs} processes, {args.rounds} round(s)"
+        f"{concurrency} clients in {args.client_procs} processes ({args.flow}), {args.rounds} round(s)"
         + (f"; the stack runs from {code}" if code else "")
     )
     rounds = []
     try:
         stack.start()
         metrics_url = f"http://127.0.0.1:{stack.env['SRGAN_WORKER_METRICS_PORT']}/metrics"
-        overhead_round(stack, metrics_url, files, min(200, args.jobs), concurrency, args.client_procs)  # warm-up
+        run = (metrics_url, files)
+        overhead_round(stack, *run, min(200, args.jobs), concurrency, args.client_procs, args.flow)  # warm-up
         for r in range(args.rounds):
-            rounds.append(overhead_round(stack, metrics_url, files, args.jobs, concurrency, args.client_procs))
+            rounds.append(overhead_round(stack, *run, args.jobs, concurrency, args.client_procs, args.flow))
             x = rounds[-1]
             log(
                 f"  round {r + 1}: {x['jobs_per_s']:.1f} jobs/s, p50 {x['latency_ms']['p50']:.1f} ms, "
@@ -282,6 +293,7 @@ def run_overhead_bench(args: argparse.Namespace, log=print) -> dict:
         "cpu_count": os.cpu_count(),
         "concurrency": concurrency,
         "client_procs": args.client_procs,
+        "flow": args.flow,
         "code": str(code) if code else None,
         **median,
         "rounds_jobs_per_s": [round(x["jobs_per_s"], 1) for x in rounds],

@@ -75,6 +75,13 @@ def register(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-size", type=int, default=64, help="overhead mode: smallest side in pixels (default: 64)")
     p.add_argument("--max-size", type=int, default=128, help="overhead mode: largest side in pixels (default: 128)")
     p.add_argument("--client-procs", type=int, default=2, help="overhead mode: client processes (default: 2)")
+    p.add_argument(
+        "--flow",
+        choices=["two-step", "prefer-wait"],
+        default="two-step",
+        help="overhead mode: clients submit then long-poll the result (two requests), or POST with "
+        "Prefer: wait (one request)",
+    )
     p.add_argument("--code", type=Path, help="overhead mode: run the stack from this checkout (before vs. after)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench_service)

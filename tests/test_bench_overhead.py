@@ -22,9 +22,10 @@ def test_process_cpu_counts_children():
     assert process_cpu_s(os.getpid()) > 0  # this process, and the child it reaped
 
 
-def test_a_tiny_overhead_run_reports_measured_fields():
+@pytest.mark.parametrize("flow", ["two-step", "prefer-wait"])
+def test_a_tiny_overhead_run_reports_measured_fields(flow):
     args = argparse.Namespace(url=None, concurrency=4, jobs=40, distinct=4, min_size=64, max_size=96, data=None,
-                              client_procs=2, code=None, batch_jobs=None, rounds=1)  # fmt: skip
+                              client_procs=2, code=None, batch_jobs=None, rounds=1, flow=flow)  # fmt: skip
     r = run_overhead_bench(args, log=lambda s: None)
     assert r["failed"] == 0, r["errors"]
     assert r["ok"] + r["failed"] == r["jobs"] == 40
