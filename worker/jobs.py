@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
+from redis.exceptions import NoScriptError
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -439,12 +440,27 @@ class JobStore:
         """Record started jobs' progress (0..1), one round trip for all; a job no longer held is left alone."""
         if not values:
             return
-        with self.conn.pipeline(transaction=False) as pipe:
-            for c, value in values:
-                self._scripts["PROGRESS"](
-                    keys=[self.keys.claim(c.id), Job.key_for(c.id)], args=[c.token, round(value, 6)], client=pipe
-                )
-            pipe.execute()
+        self._run_script_many(
+            "PROGRESS",
+            [([self.keys.claim(c.id), Job.key_for(c.id)], [c.token, round(value, 6)]) for c, value in values],
+        )
+
+    def _run_script_many(self, name: str, calls: list[tuple[list, list]]) -> list:
+        """One Lua script called with each ``(keys, args)``, all in one round trip. (redis-py's own script calls
+        in a pipeline ask Redis first whether it has the script: a second round trip on every execute.) A Redis
+        that has lost its scripts (restarted) answers NOSCRIPT to each call, none of them run: load and resend."""
+        script = self._scripts[name]
+        for attempt in (0, 1):
+            with self.conn.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                try:
+                    return pipe.execute()
+                except NoScriptError:
+                    if attempt:
+                        raise
+                    self.conn.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def save(self, claim: Claim) -> bool:
         """Write a started job's document (a training run's state as it trains), if the worker still holds it."""
@@ -501,39 +517,39 @@ class JobStore:
             for c, _, result in items:  # the file exists before the job says finished
                 if result is not None:
                     self.storage.put("result", c.id, result, self.result_ttl_s)
-        with self.conn.pipeline(transaction=False) as pipe:
-            for c, detail, result in items:
-                update: dict[str, Any] = {"expires_at": _after(now, self.result_ttl_s)}
-                update["output" if ok else "error"] = detail
-                c.record.data = doc = c.record.data.model_copy(update=update)
-                result_key = self.storage.redis_key("result", c.id) if result is not None else None
-                keys = [
-                    self.keys.claim(c.id),
-                    Job.key_for(c.id),
-                    self.keys.inflight(c.record.worker or "-"),
-                    registry,
-                    self.storage.redis_key("input", c.id) or "",
-                    result_key or "",
-                    worker_key if counter else "",
-                    self.keys.webhooks if getattr(doc, "callback_url", None) else "",
-                ]
-                args = [
-                    c.token if fenced else "",
-                    status,
-                    _fmt(now),
-                    doc.model_dump_json(),
-                    self.result_ttl_s,
-                    _score(self.result_ttl_s),
-                    result if result_key else b"",
-                    self.result_ttl_s,
-                    c.id,
-                    self.keys.events,
-                    counter or "",
-                    "1" if ok else "",
-                    now.timestamp(),
-                ]
-                self._scripts["END"](keys=keys, args=args, client=pipe)
-            done = [bool(x) for x in pipe.execute()]
+        calls = []
+        for c, detail, result in items:
+            update: dict[str, Any] = {"expires_at": _after(now, self.result_ttl_s)}
+            update["output" if ok else "error"] = detail
+            c.record.data = doc = c.record.data.model_copy(update=update)
+            result_key = self.storage.redis_key("result", c.id) if result is not None else None
+            keys = [
+                self.keys.claim(c.id),
+                Job.key_for(c.id),
+                self.keys.inflight(c.record.worker or "-"),
+                registry,
+                self.storage.redis_key("input", c.id) or "",
+                result_key or "",
+                worker_key if counter else "",
+                self.keys.webhooks if getattr(doc, "callback_url", None) else "",
+            ]
+            args = [
+                c.token if fenced else "",
+                status,
+                _fmt(now),
+                doc.model_dump_json(),
+                self.result_ttl_s,
+                _score(self.result_ttl_s),
+                result if result_key else b"",
+                self.result_ttl_s,
+                c.id,
+                self.keys.events,
+                counter or "",
+                "1" if ok else "",
+                now.timestamp(),
+            ]
+            calls.append((keys, args))
+        done = [bool(x) for x in self._run_script_many("END", calls)]
         if not in_redis:
             for (c, _, _), d in zip(items, done, strict=True):
                 if d:

@@ -90,6 +90,8 @@ class BatchPipeline:
         self.lock = threading.Lock()  # guards tasks, progress and unstored
         self._progress: dict[str, float] = {}  # written out by the heartbeat thread
         self._unstored: list[tuple[Task, OutputInfo | JobError, bytes | None]] = []
+        self._to_commit: list[tuple[Task, OutputInfo | JobError, bytes | None]] = []  # ended, being committed
+        self._committing = False  # a thread is committing ends (see _end)
         self._encoding: set[Future] = set()
         self._prefetched: Future | None = None
         self.seconds_per_job: float | None = None  # moving average, advertised for wait estimates
@@ -314,14 +316,31 @@ class BatchPipeline:
             for t, _, _ in items:
                 t.done = True
                 self._progress.pop(t.id, None)
-        if not items:
-            return
-        try:
-            self._commit(items)
-        except redis.RedisError as e:
-            log.warning("could not store the end of %d job(s), keeping them until Redis answers: %s", len(items), e)
+            if not items:
+                return
+            # One committer at a time: what other threads end meanwhile waits here and goes in its next round
+            # trip, so under load the ends of several jobs share one (and no end waits longer than one commit).
+            self._to_commit.extend(items)
+            if self._committing:
+                return
+            self._committing = True
+        while True:
             with self.lock:
-                self._unstored.extend(items)
+                items, self._to_commit = self._to_commit, []
+                if not items:
+                    self._committing = False
+                    return
+            try:
+                self._commit(items)
+            except redis.RedisError as e:
+                log.warning("could not store the end of %d job(s), keeping them until Redis answers: %s", len(items), e)
+                with self.lock:
+                    self._unstored.extend(items)
+            except BaseException:
+                with self.lock:  # a bug: what waited for this committer is stored with what an outage kept
+                    self._unstored.extend(self._to_commit)
+                    self._to_commit, self._committing = [], False
+                raise
 
     def _commit(self, items: list[tuple[Task, OutputInfo | JobError, bytes | None]]) -> None:
         finished = [(t.claim, d, r) for t, d, r in items if isinstance(d, OutputInfo)]
