@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn as nn
@@ -159,7 +159,7 @@ class Upscaler:
         net: nn.Module = inference_form(model.module).to(self.device)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        self.net = torch.compile(net) if cfg.compile else net
+        self.net: nn.Module = cast(nn.Module, torch.compile(net)) if cfg.compile else net
         # A compiled module is not called from several threads at once; CUDA runs a batch as one pass.
         self.streams = 1 if cfg.compile or self.device.type != "cpu" else cfg.streams
         self.config = cfg
