@@ -103,6 +103,13 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.set_defaults(func=cmd_bench_engine)
+    p = bsub.add_parser("peers", help="our ESPCN through the engine vs the same network in OpenCV's dnn (peers extra)")
+    p.add_argument("--side", type=int, default=256, help="input side in pixels")
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the median is reported)")
+    p.add_argument("--threads", type=int, help="threads for both (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    p.set_defaults(func=cmd_bench_peers)
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
@@ -247,6 +254,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     comparison(args.image, args.models, args.scale, args.crop).save(args.out)
     print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench_peers(args: argparse.Namespace) -> int:
+    try:
+        import cv2  # noqa: F401
+
+        from model.bench_peers import run_peers
+    except ModuleNotFoundError as e:
+        if e.name != "cv2":
+            raise
+        print("error: `srgan bench peers` needs OpenCV: pip install 'srgan-service[peers]'", file=sys.stderr)
+        return 2
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    rows = run_peers(args.side, args.images, args.rounds, args.threads, log=log)
+    if args.json:
+        print(json.dumps(rows, indent=2))
     return 0
 
 
