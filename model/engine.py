@@ -16,12 +16,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 
+from model.accel import CudaGraphed, calibrate_batch, compiled, to_host
 from model.archs import ESPCN, Interpolation
 from model.fused import inference_form
 from model.specs import LoadedModel
@@ -34,7 +34,6 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "tile_windows",
-    "to_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,12 @@ class EngineConfig:
             on all threads). Passes that do not share threads skip OpenMP's barrier after every layer: SRResNet
             on 2 cores computed 10-17% more tiles/s, and a thread pre-empted by other work (the worker's
             encoders, the gateway) no longer holds its partner idle at each barrier.
-        compile: wrap the network in ``torch.compile`` (measured: no gain on CPU).
+        compile: wrap the network in ``torch.compile`` (measured: no gain on CPU), in ``compile_mode``
+            (``default``, ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``).
+        cuda_graphs: on CUDA, replay each window shape from a recorded CUDA graph (:class:`model.accel.CudaGraphed`;
+            ignored with ``compile``, whose ``reduce-overhead`` and ``max-autotune`` modes record their own).
+        calibrate: choose ``batch_size`` by timing growing batches at start (cached per machine; see
+            :func:`model.accel.calibrate_batch`). Default: on CUDA when ``batch_size`` is not given.
     """
 
     device: str = "auto"
@@ -78,6 +82,9 @@ class EngineConfig:
     batch_size: int | None = None
     streams: int | None = None
     compile: bool = False
+    compile_mode: str = "default"
+    cuda_graphs: bool = False
+    calibrate: bool | None = None
 
 
 class Progress(NamedTuple):
@@ -182,10 +189,36 @@ class Upscaler:
         net: nn.Module = inference_form(model.module).to(self.device)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        self.net: nn.Module = cast(nn.Module, torch.compile(net)) if cfg.compile else net
+        self.cuda_graphs = cfg.cuda_graphs and cuda and not cfg.compile
+        if cfg.compile:
+            net = compiled(net, cfg.compile_mode)
+        elif self.cuda_graphs:
+            net = CudaGraphed(net, _DTYPES[self.precision])
+        self.net = net
         # A compiled module is not called from several threads at once; CUDA runs a batch as one pass.
         self.streams = 1 if cfg.compile or self.device.type != "cpu" else cfg.streams
         self.config = cfg
+        self.calibration: dict[int, float] | None = None
+        if cfg.batch_size is None and self.tile > 0 and (cfg.calibrate or (cfg.calibrate is None and cuda)):
+            try:
+                self.batch_size, self.calibration = self._calibrate()
+            except Exception:  # a failed calibration must not stop a worker: the default batch size works
+                log.warning("batch size calibration failed; keeping %d", self.batch_size, exc_info=True)
+
+    def _calibrate(self) -> tuple[int, dict[int, float]]:
+        win = self.tile + 2 * self.overlap
+        mode = (
+            f"compile {self.config.compile_mode}" if self.config.compile else "graphs" if self.cuda_graphs else "eager"
+        )
+        key = f"{self.model.name} x{self.scale}|{self.precision}|channels_last {self.channels_last}|{mode}"
+
+        def forward(x: torch.Tensor) -> None:
+            try:
+                self._forward(x)
+            except _OutOfMemory:
+                raise torch.OutOfMemoryError("out of memory during calibration") from None
+
+        return calibrate_batch(forward, (win, win), self.device, key)
 
     def describe(self) -> dict:
         return {
@@ -200,6 +233,9 @@ class Upscaler:
             "overlap": self.overlap,
             "batch_size": self.batch_size,
             "streams": self.streams or "auto",
+            "compile": self.config.compile_mode if self.config.compile else False,
+            "cuda_graphs": self.cuda_graphs,
+            "calibrated": self.calibration is not None,
         }
 
     # -- public API ---------------------------------------------------------------------------------------
@@ -351,52 +387,6 @@ def _batches(tiles: Iterable[_Tile], size: int) -> Iterator[list[_Tile]]:
         batch.append(t)
     if batch:
         yield batch
-
-
-def to_host(
-    y: torch.Tensor, u8: bool = True, f32: bool = False
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.cuda.Event | None]:
-    """A batch of network outputs as host tensors: ``(uint8 0..255 or None, float32 0..1 or None, event)``.
-
-    Clamping, scaling and rounding run in place on the device (``y`` is the network's fresh output, or a
-    float copy of it), the uint8 conversion too, so only bytes cross to the host. On CPU the conversion to
-    uint8 goes through NumPy: torch's float-to-uint8 copy is not vectorised (measured 7.4 ms vs 0.8 ms for a
-    batch of four 512² tiles). Results keep the batch's memory layout (NHWC for channels_last), so pasting
-    rows into the HWC-backed outputs and the encoder's HWC view need no transposing copy. On CUDA the copies
-    go to pinned memory without blocking; wait on the returned event before reading them.
-    """
-    cuda = y.device.type == "cuda"
-    with torch.inference_mode():  # the network's output is an inference tensor: update it in place in there
-        y = y.float().clamp_(0, 1)  # float() of an fp32 tensor is the tensor itself
-        f = y.clone() if f32 and u8 else y if f32 else None
-        if u8:
-            y.mul_(255).round_()
-        q_dev = y.to(torch.uint8) if u8 and cuda else None
-    # Host tensors are made outside inference mode: callers may update them in place.
-    q = _np_to_uint8(y) if u8 and not cuda else None
-    event = None
-    if cuda:
-        q = _pinned_copy(q_dev) if q_dev is not None else None
-        f = _pinned_copy(f) if f is not None else None
-        event = torch.cuda.Event()
-        event.record()
-    elif f is not None:
-        f = f.clone()
-    return q, f, event
-
-
-def _np_to_uint8(y: torch.Tensor) -> torch.Tensor:
-    """``y`` (N, C, H, W) float holding integers 0..255, as uint8 in the same memory layout."""
-    nhwc = y.permute(0, 2, 3, 1)  # contiguous for a channels_last batch: a NumPy view, no copy
-    return torch.from_numpy(nhwc.numpy().astype(np.uint8)).permute(0, 3, 1, 2)
-
-
-def _pinned_copy(t: torch.Tensor) -> torch.Tensor:
-    cl = t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last)
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True).contiguous(memory_format=fmt)
-    host.copy_(t, non_blocking=True)
-    return host
 
 
 class _Landing(NamedTuple):

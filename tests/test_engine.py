@@ -210,7 +210,7 @@ def test_outputs_round_like_the_float_reference_and_are_hwc_backed():
 
 
 def test_to_host_mixed_batch():
-    from model.engine import to_host
+    from model.accel import to_host
 
     y = (torch.rand(2, 3, 8, 8) * 1.4 - 0.2).contiguous(memory_format=torch.channels_last)
     ref = y.clamp(0, 1)
