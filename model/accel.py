@@ -58,6 +58,13 @@ class CudaGraphed(nn.Module):
         with torch.autocast("cuda", dtype=self.dtype, enabled=self.dtype != torch.float32, cache_enabled=False):
             return self.net(x)
 
+    def reset(self) -> None:
+        """Drop every recorded graph (and the memory they hold)."""
+        self._graphs.clear()
+        self._pool = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cuda":
             return self.net(x)

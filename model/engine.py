@@ -71,7 +71,8 @@ class EngineConfig:
         cuda_graphs: on CUDA, replay each window shape from a recorded CUDA graph (:class:`model.accel.CudaGraphed`;
             ignored with ``compile``, whose ``reduce-overhead`` and ``max-autotune`` modes record their own).
         calibrate: choose ``batch_size`` by timing growing batches at start (cached per machine; see
-            :func:`model.accel.calibrate_batch`). Default: on CUDA when ``batch_size`` is not given.
+            :func:`model.accel.calibrate_batch`). Default: on CUDA when ``batch_size`` is not given, except
+            with ``compile`` (each batch size tried would be compiled).
     """
 
     device: str = "auto"
@@ -199,11 +200,15 @@ class Upscaler:
         self.streams = 1 if cfg.compile or self.device.type != "cpu" else cfg.streams
         self.config = cfg
         self.calibration: dict[int, float] | None = None
-        if cfg.batch_size is None and self.tile > 0 and (cfg.calibrate or (cfg.calibrate is None and cuda)):
+        # Not by default with compile: every batch size tried would be another compile (minutes in max-autotune).
+        auto_calibrate = cfg.calibrate is None and cuda and not cfg.compile
+        if cfg.batch_size is None and self.tile > 0 and (cfg.calibrate or auto_calibrate):
             try:
                 self.batch_size, self.calibration = self._calibrate()
             except Exception:  # a failed calibration must not stop a worker: the default batch size works
                 log.warning("batch size calibration failed; keeping %d", self.batch_size, exc_info=True)
+            if isinstance(self.net, CudaGraphed):
+                self.net.reset()  # the graphs of the batch sizes tried hold memory
 
     def _calibrate(self) -> tuple[int, dict[int, float]]:
         win = self.tile + 2 * self.overlap
