@@ -17,11 +17,13 @@ functions (the only one that imports ``onnx``) is skipped when ``onnx`` is missi
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +37,8 @@ __all__ = ["run_peers", "opencv_net", "sample_images"]
 
 def sample_images(side: int, n: int) -> list[np.ndarray]:
     """``n`` HWC uint8 crops of ``side``² from the photographs shipped with the quality gate."""
-    files = sorted(p for p in resources.files("model").joinpath("gate").iterdir() if p.name.endswith(".png"))
+    gate = resources.files("model").joinpath("gate")
+    files = sorted((p for p in gate.iterdir() if p.name.endswith(".png")), key=lambda p: p.name)
     out = []
     for i in range(n):
         with resources.as_file(files[i % len(files)]) as path:
@@ -43,7 +46,7 @@ def sample_images(side: int, n: int) -> list[np.ndarray]:
         if min(im.shape[:2]) < side:
             im = np.asarray(Image.fromarray(im).resize((side, side), Image.Resampling.BICUBIC))
         top, left = (im.shape[0] - side) // 2, (im.shape[1] - side) // 2
-        out.append(np.ascontiguousarray(im[top : top + side, left : left + side]))
+        out.append(im[top : top + side, left : left + side].copy())
     return out
 
 
@@ -59,7 +62,9 @@ def _onnx_without_onnx_package() -> Iterator[None]:
     from torch.onnx._internal.torchscript_exporter import onnx_proto_utils
 
     saved = onnx_proto_utils._add_onnxscript_fn
-    onnx_proto_utils._add_onnxscript_fn = lambda proto, custom_opsets: proto  # no custom functions to insert
+    onnx_proto_utils._add_onnxscript_fn = lambda model_bytes, custom_opsets: (
+        model_bytes
+    )  # no custom functions to insert
     try:
         yield
     finally:
@@ -73,7 +78,8 @@ def opencv_net(net: torch.nn.Module):  # -> cv2.dnn.Net
     buf = io.BytesIO()
     axes = {"x": {2: "h", 3: "w"}, "y": {2: "oh", 3: "ow"}}
     with _onnx_without_onnx_package(), torch.no_grad():
-        torch.onnx.export(
+        export: Any = torch.onnx.export  # its annotation says paths only; a file-like object works
+        export(
             net, (torch.rand(1, 3, 32, 32),), buf, dynamo=False, input_names=["x"], output_names=["y"],
             dynamic_axes=axes, opset_version=13,
         )  # fmt: skip
@@ -81,7 +87,7 @@ def opencv_net(net: torch.nn.Module):  # -> cv2.dnn.Net
 
 
 def _opencv_upsample(cv_net) -> Callable[[np.ndarray], np.ndarray]:
-    import cv2
+    cv2: Any = importlib.import_module("cv2")  # its stubs do not know a 4-scalar multiplier
 
     def run(img: np.ndarray) -> np.ndarray:
         cv_net.setInput(cv2.dnn.blobFromImage(img, 1.0 / 255.0))
