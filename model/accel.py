@@ -232,8 +232,11 @@ def _np_to_uint8(y: torch.Tensor) -> torch.Tensor:
 
 
 def _pinned_copy(t: torch.Tensor) -> torch.Tensor:
-    cl = t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last)
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True).contiguous(memory_format=fmt)
+    """A pinned host copy of the device tensor ``t`` in its layout, started without blocking the host."""
+    if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = t.shape
+        host = torch.empty((n, h, w, c), dtype=t.dtype, pin_memory=True).permute(0, 3, 1, 2)
+    else:
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t, non_blocking=True)
     return host

@@ -117,6 +117,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--side", type=int, default=256, help="engine: input side in pixels")
     p.add_argument("--seconds", type=float, default=3.0, help="engine: time per variant")
     p.add_argument("--compile", nargs="*", default=["max-autotune"], help="torch.compile modes to time (CUDA)")
+    p.add_argument("--compile-models", nargs="*", default=["srresnet"], help="models to time compiled")
     p.add_argument("--no-service", action="store_true", help="engine only")
     p.add_argument("--service-images", type=int, default=96)
     p.add_argument("--service-side", type=int, default=256)
@@ -294,7 +295,8 @@ def cmd_bench_gpu(args: argparse.Namespace) -> int:
     from model.bench_gpu import run_gpu_bench
 
     result = run_gpu_bench(
-        args.device, args.models, args.images, args.side, args.seconds, args.compile, not args.no_service,
+        args.device, args.models, args.images, args.side, args.seconds, args.compile, args.compile_models,
+        not args.no_service,
         args.service_images, args.service_side, args.clients, args.formats, args.overhead_jobs, args.budget, args.out,
     )  # fmt: skip
     return 1 if any("error" in r for r in result["rows"]) else 0

@@ -187,6 +187,8 @@ class Upscaler:
         self.tile = default_tile(model.module, cuda) if cfg.tile is None else cfg.tile
         self.overlap = min(model.spec.overlap, receptive_radius(model.module)) if cfg.overlap is None else cfg.overlap
         self.batch_size = max(1, (16 if cuda else 4) if cfg.batch_size is None else cfg.batch_size)
+        if cuda:  # equal windows: let cuDNN time its algorithms once per shape and keep the fastest
+            torch.backends.cudnn.benchmark = True
         net: nn.Module = inference_form(model.module).to(self.device)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
