@@ -2,13 +2,16 @@
 # make test  - set up .venv with the service, training and test extras and run the test suite
 # make lint  - ruff (lint and format check) and mypy on app/ worker/ model/ training/ (make test runs it)
 # make bench - engine benchmark (model speed vs fp32 eager and the machine's roofline)
+# make gpu-bench - on a GPU box: engine variants, the service at saturation and the overhead proxy, one table
+#              and gpu-bench.json (srgan bench gpu; sized to finish within 10 minutes on an H200)
+# make peers - our ESPCN through the engine vs the same network in OpenCV's dnn (needs the peers extra)
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SRGAN := $(VENV)/bin/srgan
 
-.PHONY: up test lint bench install browser observability clean
+.PHONY: up test lint bench gpu-bench peers install browser observability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +56,12 @@ test: install browser observability lint
 
 bench: install
 	$(SRGAN) bench engine
+
+gpu-bench: install
+	$(SRGAN) bench gpu
+
+peers: install
+	$(SRGAN) bench peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -103,6 +103,30 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.set_defaults(func=cmd_bench_engine)
+    p = bsub.add_parser("peers", help="our ESPCN through the engine vs the same network in OpenCV's dnn (peers extra)")
+    p.add_argument("--side", type=int, default=256, help="input side in pixels")
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the median is reported)")
+    p.add_argument("--threads", type=int, help="threads for both (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    p.set_defaults(func=cmd_bench_peers)
+    p = bsub.add_parser("gpu", help="engine variants, service at saturation and overhead in one table (make gpu-bench)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--models", nargs="+", default=["srresnet", "espcn", "srcnn"])
+    p.add_argument("--images", type=int, default=32, help="engine: images per call")
+    p.add_argument("--side", type=int, default=256, help="engine: input side in pixels")
+    p.add_argument("--seconds", type=float, default=3.0, help="engine: time per variant")
+    p.add_argument("--compile", nargs="*", default=["max-autotune"], help="torch.compile modes to time (CUDA)")
+    p.add_argument("--compile-models", nargs="*", default=["srresnet"], help="models to time compiled")
+    p.add_argument("--no-service", action="store_true", help="engine only")
+    p.add_argument("--service-images", type=int, default=96)
+    p.add_argument("--service-side", type=int, default=256)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--formats", nargs="+", default=["png", "jpeg"])
+    p.add_argument("--overhead-jobs", type=int, default=2000, help="jobs of the overhead proxy")
+    p.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (compiles stop at half)")
+    p.add_argument("--out", type=Path, default=Path("gpu-bench.json"), help="JSON result (default: %(default)s)")
+    p.set_defaults(func=cmd_bench_gpu)
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
@@ -248,6 +272,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparison(args.image, args.models, args.scale, args.crop).save(args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def cmd_bench_peers(args: argparse.Namespace) -> int:
+    try:
+        import cv2  # noqa: F401
+
+        from model.bench_peers import run_peers
+    except ModuleNotFoundError as e:
+        if e.name != "cv2":
+            raise
+        print("error: `srgan bench peers` needs OpenCV: pip install 'srgan-service[peers]'", file=sys.stderr)
+        return 2
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    rows = run_peers(args.side, args.images, args.rounds, args.threads, log=log)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_bench_gpu(args: argparse.Namespace) -> int:
+    from model.bench_gpu import run_gpu_bench
+
+    result = run_gpu_bench(
+        args.device, args.models, args.images, args.side, args.seconds, args.compile, args.compile_models,
+        not args.no_service,
+        args.service_images, args.service_side, args.clients, args.formats, args.overhead_jobs, args.budget, args.out,
+    )  # fmt: skip
+    return 1 if any("error" in r for r in result["rows"]) else 0
 
 
 def cmd_bench_engine(args: argparse.Namespace) -> int:

@@ -21,6 +21,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from model.accel import CudaGraphed, calibrate_batch, compiled, to_host
+from model.archs import ESPCN, Interpolation
 from model.fused import inference_form
 from model.specs import LoadedModel
 
@@ -54,16 +56,23 @@ class EngineConfig:
         precision: ``"auto"`` (bf16 on CUDA that supports it, else fp16; bf16 on CPUs with native bf16,
             else fp32), or ``"fp32"``, ``"bf16"``, ``"fp16"``. Weightless models always run in fp32.
         channels_last: NHWC memory layout (default: on).
-        tile: tile core size in input pixels; 0 runs every image whole (default: 128 on CPU, 256 on CUDA,
-            the fastest sizes measured).
-        overlap: context in input pixels around each tile (default: the model's receptive-field budget).
+        tile: tile core size in input pixels; 0 runs every image whole (default: :func:`default_tile`: 128 on
+            CPU, 256 on CUDA, the fastest sizes measured for SRResNet; twice that for ESPCN and interpolation).
+        overlap: context in input pixels around each tile (default: the network's exact receptive radius
+            where it is known, else the model's receptive-field budget).
         batch_size: tiles per forward pass (default: 4 on CPU, 16 on CUDA).
         streams: on CPU, a batch is split among this many forward passes run at once, each on its share of
             torch's threads (default: one single-threaded pass per thread, up to the batch size; 1: one pass
             on all threads). Passes that do not share threads skip OpenMP's barrier after every layer: SRResNet
             on 2 cores computed 10-17% more tiles/s, and a thread pre-empted by other work (the worker's
             encoders, the gateway) no longer holds its partner idle at each barrier.
-        compile: wrap the network in ``torch.compile`` (measured: no gain on CPU).
+        compile: wrap the network in ``torch.compile`` (measured: no gain on CPU), in ``compile_mode``
+            (``default``, ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``).
+        cuda_graphs: on CUDA, replay each window shape from a recorded CUDA graph (:class:`model.accel.CudaGraphed`;
+            ignored with ``compile``, whose ``reduce-overhead`` and ``max-autotune`` modes record their own).
+        calibrate: choose ``batch_size`` by timing growing batches at start (cached per machine; see
+            :func:`model.accel.calibrate_batch`). Default: on CUDA when ``batch_size`` is not given, except
+            with ``compile`` (each batch size tried would be compiled).
     """
 
     device: str = "auto"
@@ -74,6 +83,9 @@ class EngineConfig:
     batch_size: int | None = None
     streams: int | None = None
     compile: bool = False
+    compile_mode: str = "default"
+    cuda_graphs: bool = False
+    calibrate: bool | None = None
 
 
 class Progress(NamedTuple):
@@ -109,6 +121,25 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"
+
+
+def receptive_radius(net: nn.Module) -> int:
+    """How many input pixels on each side can reach an output pixel, where the network says so exactly
+    (a large number otherwise: the model spec's overlap budget then decides)."""
+    if isinstance(net, ESPCN):  # three "same" convs on the input grid, then a shuffle
+        return sum(int(c.padding[0]) for c in (net.conv1, net.conv2, net.conv3))
+    return 1 << 30
+
+
+def default_tile(net: nn.Module, cuda: bool) -> int:
+    """Tile core size in input pixels. Networks that compute on the input grid with a few pixels of context
+    (ESPCN, interpolation) get large tiles: their per-call cost and the overlap weigh more than cache misses
+    (ESPCN on 2 cores: 1.7 output MP/s for 96-px inputs, 4.3 for 256, 5.8 for 384, loaded machine). The
+    rest keep the sizes measured fastest for SRResNet (96-192 on CPU); SRCNN runs on the upscaled grid,
+    where a large tile would hold 64 channels of output size in memory."""
+    if isinstance(net, ESPCN | Interpolation):
+        return 512 if cuda else 256
+    return 256 if cuda else 128
 
 
 def tile_windows(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -153,16 +184,48 @@ class Upscaler:
         self.precision = "fp32" if model.spec.weightless else resolve_precision(cfg.precision, self.device)
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
         cuda = self.device.type == "cuda"
-        self.tile = (256 if cuda else 128) if cfg.tile is None else cfg.tile
-        self.overlap = model.spec.overlap if cfg.overlap is None else cfg.overlap
+        self.tile = default_tile(model.module, cuda) if cfg.tile is None else cfg.tile
+        self.overlap = min(model.spec.overlap, receptive_radius(model.module)) if cfg.overlap is None else cfg.overlap
         self.batch_size = max(1, (16 if cuda else 4) if cfg.batch_size is None else cfg.batch_size)
+        if cuda:  # equal windows: let cuDNN time its algorithms once per shape and keep the fastest
+            torch.backends.cudnn.benchmark = True
         net: nn.Module = inference_form(model.module).to(self.device)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        self.net = torch.compile(net) if cfg.compile else net
+        self.cuda_graphs = cfg.cuda_graphs and cuda and not cfg.compile
+        if cfg.compile:
+            net = compiled(net, cfg.compile_mode)
+        elif self.cuda_graphs:
+            net = CudaGraphed(net, _DTYPES[self.precision])
+        self.net = net
         # A compiled module is not called from several threads at once; CUDA runs a batch as one pass.
         self.streams = 1 if cfg.compile or self.device.type != "cpu" else cfg.streams
         self.config = cfg
+        self.calibration: dict[int, float] | None = None
+        # Not by default with compile: every batch size tried would be another compile (minutes in max-autotune).
+        auto_calibrate = cfg.calibrate is None and cuda and not cfg.compile
+        if cfg.batch_size is None and self.tile > 0 and (cfg.calibrate or auto_calibrate):
+            try:
+                self.batch_size, self.calibration = self._calibrate()
+            except Exception:  # a failed calibration must not stop a worker: the default batch size works
+                log.warning("batch size calibration failed; keeping %d", self.batch_size, exc_info=True)
+            if isinstance(self.net, CudaGraphed):
+                self.net.reset()  # the graphs of the batch sizes tried hold memory
+
+    def _calibrate(self) -> tuple[int, dict[int, float]]:
+        win = self.tile + 2 * self.overlap
+        mode = (
+            f"compile {self.config.compile_mode}" if self.config.compile else "graphs" if self.cuda_graphs else "eager"
+        )
+        key = f"{self.model.name} x{self.scale}|{self.precision}|channels_last {self.channels_last}|{mode}"
+
+        def forward(x: torch.Tensor) -> None:
+            try:
+                self._forward(x)
+            except _OutOfMemory:
+                raise torch.OutOfMemoryError("out of memory during calibration") from None
+
+        return calibrate_batch(forward, (win, win), self.device, key)
 
     def describe(self) -> dict:
         return {
@@ -177,6 +240,9 @@ class Upscaler:
             "overlap": self.overlap,
             "batch_size": self.batch_size,
             "streams": self.streams or "auto",
+            "compile": self.config.compile_mode if self.config.compile else False,
+            "cuda_graphs": self.cuda_graphs,
+            "calibrated": self.calibration is not None,
         }
 
     # -- public API ---------------------------------------------------------------------------------------
@@ -232,22 +298,27 @@ class Upscaler:
         ]
 
     def _run(self, state: _RunState, tiles: Iterable[_Tile]) -> Iterator[tuple[int, torch.Tensor]]:
-        batch: list[_Tile] = []
-        for t in tiles:
-            if batch and (len(batch) >= self.batch_size or _window_shape(batch[0]) != _window_shape(t)):
-                yield from self._flush(state, batch)
-                batch = []
-            batch.append(t)
-        if batch:
-            yield from self._flush(state, batch)
+        # On CUDA a batch's results are stitched after the next batch is launched: the copy back to (pinned)
+        # host memory and the pasting overlap the device's work. On CPU nothing is asynchronous: stitch at once.
+        defer = self.device.type == "cuda"
+        pending: list[_Landing] = []
+        for batch in _batches(tiles, self.batch_size):
+            launched = list(self._launch(state, batch))
+            if not defer:
+                pending, launched = launched, []
+            for landing in pending:
+                yield from self._land(state, landing)
+            pending = launched
+        for landing in pending:
+            yield from self._land(state, landing)
 
-    def _flush(self, state: _RunState, batch: list[_Tile]) -> Iterator[tuple[int, torch.Tensor]]:
+    def _launch(self, state: _RunState, batch: list[_Tile]) -> Iterator[_Landing]:
+        """Run one batch through the network and start its way back to the host (splitting it when the device
+        is full)."""
         batch = [t for t in batch if t.image not in state.oom_images]
         if not batch:
             return
-        x = torch.stack(
-            [state.input(t.image, self.device)[:, t.rows[2] : t.rows[3], t.cols[2] : t.cols[3]] for t in batch]
-        )
+        x = state.window_batch(batch, self.device, self.channels_last)
         try:
             y = self._forward(x)
         except _OutOfMemory:
@@ -259,21 +330,31 @@ class Upscaler:
                 return
             log.info("out of memory on a batch of %d tiles; splitting it", len(batch))
             half = len(batch) // 2
-            yield from self._flush(state, batch[:half])
-            yield from self._flush(state, batch[half:])
+            yield from self._launch(state, batch[:half])
+            yield from self._launch(state, batch[half:])
             return
+        want_u8 = [state.images[t.image].dtype == torch.uint8 for t in batch]
+        yield _Landing(batch, *to_host(y, any(want_u8), not all(want_u8)))
+
+    def _land(self, state: _RunState, landing: _Landing) -> Iterator[tuple[int, torch.Tensor]]:
+        if landing.ready is not None:
+            landing.ready.synchronize()
         s = self.scale
-        for t, out in zip(batch, y, strict=True):
+        for k, t in enumerate(landing.tiles):
+            if t.image in state.oom_images:
+                continue
+            out = landing.u8 if state.images[t.image].dtype == torch.uint8 else landing.f32
+            assert out is not None
             r0, r1, rw, _ = t.rows
             c0, c1, cw, _ = t.cols
-            core = out[:, (r0 - rw) * s : (r1 - rw) * s, (c0 - cw) * s : (c1 - cw) * s]
+            core = out[k, :, (r0 - rw) * s : (r1 - rw) * s, (c0 - cw) * s : (c1 - cw) * s]
             finished = state.store(t.image, r0 * s, c0 * s, core)
             if finished is not None:
                 yield t.image, finished
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         threads = torch.get_num_threads()  # read per call: the worker drops to one thread for tiny jobs
-        n = min(self.streams or threads, threads, len(x))
+        n = min(self.streams or threads, threads, len(x)) if self.device.type == "cpu" else 1
         if n <= 1:
             return self._forward_pass(x)
         futures = [_stream_pool(n).submit(self._forward_pass, part, threads // n) for part in x.tensor_split(n)]
@@ -288,6 +369,7 @@ class Upscaler:
         return torch.cat(outs)
 
     def _forward_pass(self, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """The network's raw output for ``x`` (any dtype, not clamped)."""
         if threads is not None:
             torch.set_num_threads(threads)  # this thread's own OpenMP team size
         if self.channels_last:
@@ -295,11 +377,32 @@ class Upscaler:
         dtype = _DTYPES[self.precision]
         try:
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                return self.net(x).float().clamp_(0, 1)
+                return self.net(x)
         except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
             if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
                 raise _OutOfMemory() from None
             raise
+
+
+def _batches(tiles: Iterable[_Tile], size: int) -> Iterator[list[_Tile]]:
+    """Consecutive tiles in batches of at most ``size`` equal windows."""
+    batch: list[_Tile] = []
+    for t in tiles:
+        if batch and (len(batch) >= size or _window_shape(batch[0]) != _window_shape(t)):
+            yield batch
+            batch = []
+        batch.append(t)
+    if batch:
+        yield batch
+
+
+class _Landing(NamedTuple):
+    """A launched batch on its way back: host tensors valid once ``ready`` (a CUDA event) has passed."""
+
+    tiles: list[_Tile]
+    u8: torch.Tensor | None
+    f32: torch.Tensor | None
+    ready: torch.cuda.Event | None
 
 
 _stream_pools: dict[int, ThreadPoolExecutor] = {}
@@ -360,21 +463,35 @@ class _RunState:
     def input(self, i: int, device: torch.device) -> torch.Tensor:
         x = self._inputs.get(i)
         if x is None:
-            img = self.images[i].to(device)
+            img = self.images[i]
+            if device.type == "cuda":  # bytes cross the bus, not floats; asynchronously from pinned memory
+                img = img.pin_memory().to(device, non_blocking=True)
             x = self._inputs[i] = img.float().div_(255) if img.dtype == torch.uint8 else img.float()
         return x
 
+    def window_batch(self, batch: list[_Tile], device: torch.device, channels_last: bool) -> torch.Tensor:
+        """The batch's input windows, written straight into one (channels_last) float tensor."""
+        h, w = _window_shape(batch[0])
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.empty((len(batch), 3, h, w), device=device).contiguous(memory_format=fmt)
+        for k, t in enumerate(batch):
+            x[k].copy_(self.input(t.image, device)[:, t.rows[2] : t.rows[3], t.cols[2] : t.cols[3]])
+        return x
+
     def store(self, i: int, top: int, left: int, core: torch.Tensor) -> torch.Tensor | None:
-        """Place one tile's output; returns the whole output when it was the image's last tile."""
-        out = self._outputs.get(i)
-        if out is None:
-            src = self.images[i]
-            h, w = src.shape[1:]
-            dtype = torch.uint8 if src.dtype == torch.uint8 else torch.float32
-            out = self._outputs[i] = torch.empty((3, h * self.scale, w * self.scale), dtype=dtype)
-        if out.dtype == torch.uint8:
-            core = core.mul(255).round_().to(torch.uint8)
-        out[:, top : top + core.shape[1], left : left + core.shape[2]] = core.cpu()
+        """Place one tile's output (host, the output's dtype); returns the whole output when it was the image's
+        last tile. Outputs are (3, H, W) views of HWC memory: what encoders need, and rows paste as rows."""
+        h, w = self.images[i].shape[1:]
+        whole = self.planned[i] == 1 and tuple(core.shape[1:]) == (h * self.scale, w * self.scale)
+        if whole:  # one tile is the whole image: its slice of the batch is the output, no copy
+            out = core
+        else:
+            buf = self._outputs.get(i)
+            if buf is None:
+                shape = (h * self.scale, w * self.scale, 3)
+                buf = self._outputs[i] = torch.empty(shape, dtype=core.dtype).permute(2, 0, 1)
+            buf[:, top : top + core.shape[1], left : left + core.shape[2]] = core
+            out = buf
         self.done_per_image[i] += 1
         self.done += 1
         if self.progress is not None:
@@ -382,4 +499,4 @@ class _RunState:
         if self.done_per_image[i] < self.planned[i]:
             return None
         self._inputs.pop(i, None)
-        return self._outputs.pop(i)
+        return out if whole else self._outputs.pop(i)

@@ -12,28 +12,45 @@ For SRResNet (and so the SRGAN generator), measured on the 2-core machine (see P
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.archs import SRResNet
+from model.archs import ResidualBlock, SRResNet, UpsampleBlock
 
 __all__ = ["inference_form", "fold_bn", "shuffle_then_conv_as_conv"]
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A conv equal to ``bn(conv(x))`` with ``bn`` in eval mode."""
-    std = torch.sqrt(bn.running_var + bn.eps)
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        raise ValueError("batch norm without running statistics cannot be folded")
+    std = torch.sqrt(var + bn.eps)
     gain = bn.weight / std
+    kh, kw = conv.kernel_size[0], conv.kernel_size[-1]
+    padding = conv.padding if isinstance(conv.padding, str) else (conv.padding[0], conv.padding[-1])
     fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding, bias=True
+        conv.in_channels,
+        conv.out_channels,
+        (kh, kw),
+        stride=(conv.stride[0], conv.stride[-1]),
+        padding=padding,
+        bias=True,
     )
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * gain[:, None, None, None])
-        fused.bias.copy_((bias - bn.running_mean) * gain + bn.bias)
+        _bias(fused).copy_((bias - mean) * gain + bn.bias)
     return fused
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    if conv.bias is None:
+        raise ValueError("the conv has no bias")
+    return conv.bias
 
 
 def shuffle_then_conv_as_conv(conv: nn.Conv2d, r: int = 2) -> nn.Conv2d:
@@ -72,7 +89,7 @@ def shuffle_then_conv_as_conv(conv: nn.Conv2d, r: int = 2) -> nn.Conv2d:
     with torch.no_grad():
         fused.weight.copy_(new_w)
         if conv.bias is not None:
-            fused.bias.copy_(conv.bias.detach().repeat_interleave(r * r))
+            _bias(fused).copy_(conv.bias.detach().repeat_interleave(r * r))
     return fused
 
 
@@ -83,10 +100,24 @@ class _PReLU1(nn.Module):
         super().__init__()
         if prelu.weight.numel() != 1:
             raise ValueError("only a shared-slope PReLU commutes with the pixel shuffle")
+        self.slope: torch.Tensor
         self.register_buffer("slope", prelu.weight.detach().clone().reshape(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.prelu(x, self.slope.to(x.dtype).reshape(1))
+
+
+class _FusedBlock(nn.Module):
+    """A residual block with its batch norms folded: ``x + conv2(act(conv1(x)))``."""
+
+    def __init__(self, blk: ResidualBlock):
+        super().__init__()
+        self.conv1 = fold_bn(blk.conv1, blk.bn1)
+        self.act = _PReLU1(blk.act)
+        self.conv2 = fold_bn(blk.conv2, blk.bn2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(x)))
 
 
 class FusedSRResNet(nn.Module):
@@ -98,23 +129,16 @@ class FusedSRResNet(nn.Module):
         self.scale = net.scale
         self.head = net.head
         self.head_act = _PReLU1(net.head_act)
-        self.blocks = nn.ModuleList()
-        for blk in net.body:
-            self.blocks.append(
-                nn.ModuleList([fold_bn(blk.conv1, blk.bn1), _PReLU1(blk.act), fold_bn(blk.conv2, blk.bn2)])
-            )
+        self.blocks = nn.Sequential(*(_FusedBlock(cast(ResidualBlock, blk)) for blk in net.body))
         self.body_conv = fold_bn(net.body_conv, net.body_bn)
-        ups = list(net.upsample)
+        ups = [cast(UpsampleBlock, u) for u in net.upsample]
         self.up_convs = nn.ModuleList(u.conv for u in ups)
         self.up_acts = nn.ModuleList(_PReLU1(u.act) for u in ups)
         self.tail = shuffle_then_conv_as_conv(net.tail, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.head_act(self.head(x))
-        y = feat
-        for conv1, act, conv2 in self.blocks:
-            y = y + conv2(act(conv1(y)))
-        y = feat + self.body_conv(y)
+        y = feat + self.body_conv(self.blocks(feat))
         last = len(self.up_convs) - 1
         for i, (conv, act) in enumerate(zip(self.up_convs, self.up_acts, strict=True)):
             y = act(conv(y))

@@ -193,3 +193,42 @@ def test_bf16_costs_no_quality_on_set5(set5):
 
     hrs = [decode(p.read_bytes()).rgb for p in sorted(set5.glob("*.png"))]
     assert abs(_psnr_gap_bf16(hrs)) < 0.05
+
+
+def test_outputs_round_like_the_float_reference_and_are_hwc_backed():
+    img = photo_tensor("coffee", (70, 90))
+    model = load_model("espcn", 4)
+    for tile in (0, 32):
+        up = Upscaler(model, precision="fp32", tile=tile, overlap=8)
+        u8 = up.upscale([img])[0]
+        f = up.upscale([img.float() / 255])[0]
+        assert u8.dtype == torch.uint8 and f.dtype == torch.float32 and u8.shape == f.shape == (3, 280, 360)
+        assert f.min() >= 0 and f.max() <= 1
+        assert torch.equal(u8, f.mul(255).round().to(torch.uint8))  # clamp, scale, round: the same numbers
+        assert u8.permute(1, 2, 0).is_contiguous()  # HWC memory: the encoder's view costs no copy
+        u8.add_(0)  # a normal tensor: callers may update it in place
+
+
+def test_to_host_mixed_batch():
+    from model.accel import to_host
+
+    y = (torch.rand(2, 3, 8, 8) * 1.4 - 0.2).contiguous(memory_format=torch.channels_last)
+    ref = y.clamp(0, 1)
+    q, f, event = to_host(y.clone(), u8=True, f32=True)
+    assert event is None and f is not None and q is not None
+    assert torch.equal(f, ref) and torch.equal(q, ref.mul(255).round().to(torch.uint8))
+    assert q.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_small_networks_get_large_tiles_and_their_exact_receptive_radius():
+    from model.engine import default_tile, receptive_radius
+
+    espcn = load_model("espcn", 4)
+    assert receptive_radius(espcn.module) == 4  # 5x5, 3x3, 3x3 convs: 2 + 1 + 1
+    up = Upscaler(espcn, precision="fp32")
+    assert up.overlap == 4 and up.tile == default_tile(espcn.module, False) == 256
+    assert Upscaler(load_model("srresnet", 4)).tile == 128  # SRResNet keeps its cache-friendly tiles
+    img = photo_tensor("astronaut", (150, 170))
+    whole = Upscaler(espcn, precision="fp32", tile=0).upscale([img])[0]
+    tiled = Upscaler(espcn, precision="fp32", tile=40).upscale([img])[0]  # overlap: the receptive radius
+    assert (whole.int() - tiled.int()).abs().max() <= 1
