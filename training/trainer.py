@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,7 +51,12 @@ def generator_arch(cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
     arch = stage_arch(cfg.stage)
     if arch == "srresnet":
         net = build_generator(cfg)
-        return arch, {"scale": cfg.scale, "num_channels": 3, "num_feat": 64, "num_blocks": len(net.body)}
+        return arch, {
+            "scale": cfg.scale,
+            "num_channels": 3,
+            "num_feat": 64,
+            "num_blocks": len(cast(nn.Sequential, net.body)),
+        }
     return arch, {"scale": cfg.scale}
 
 
@@ -82,14 +87,14 @@ class Trainer:
         self.vgg_source: VGGSource | None = None
         if cfg.stage == "srgan":
             vgg, self.vgg_source = load_vgg(cfg.vgg_weights, cfg.vgg_layer)
-            self.vgg = vgg.to(device, memory_format=self.memory_format)
+            self.vgg = self._place(vgg)
 
         torch.manual_seed(cfg.seed)
         self.g = build_generator(cfg)
         self.init_recipe: dict[str, Any] = {}
         self.init_source = self._init_from(cfg.init) if cfg.init or cfg.stage == "srgan" else ""
-        self.g.to(device, memory_format=self.memory_format)
-        self.d = Discriminator().to(device, memory_format=self.memory_format) if cfg.stage == "srgan" else None
+        self._place(self.g)
+        self.d = self._place(Discriminator()) if cfg.stage == "srgan" else None
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if cfg.ema > 0 else None
 
         fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per step instead of hundreds
@@ -118,9 +123,13 @@ class Trainer:
         self._g_eager = self.g_train
         self._compile_ok = False
         if cfg.compile:
-            self.g_train = torch.compile(self.g_train)
+            self.g_train = cast(nn.Module, torch.compile(self.g_train))
 
     # -- setup ------------------------------------------------------------------------------------------------
+    def _place(self, module: nn.Module) -> nn.Module:
+        """``module`` moved to the device in the run's memory format (in place; returned for chaining)."""
+        return module.to(self.device).to(memory_format=self.memory_format)
+
     def _init_from(self, init: str) -> str:
         if init == "scratch":
             return "random initialisation (no SRResNet pre-training)"
@@ -196,7 +205,7 @@ class Trainer:
         return {"loss_g": loss.detach(), "content": content.detach().float(), "adv": adv.detach()}, sr.detach()
 
     def discriminator_step(self, hr: torch.Tensor, sr: torch.Tensor) -> dict[str, torch.Tensor]:
-        assert self.d_train is not None and self.opt_d is not None
+        assert self.d is not None and self.d_train is not None and self.opt_d is not None
         # Real and fake in one forward: DDP allows one forward per backward.
         with self.autocast():
             logits = self.d_train(torch.cat([hr, sr.detach().float()])).float()
@@ -226,6 +235,7 @@ class Trainer:
         self.g.train()
         hr, lr = self.batch_to_device(hr_u8)
         if self.cfg.stage == "srgan":
+            assert self.d is not None and self.sched_d is not None
             self.d.train()
             losses, sr = self.generator_step(hr, lr)
             losses.update(self.discriminator_step(hr, sr))
@@ -241,6 +251,7 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
+        assert self.ema is not None
         decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))  # short warm-up: early EMA tracks fast
         torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.g.parameters()], 1 - decay)
         buffers = list(self.ema.buffers())
@@ -253,7 +264,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = {
+        state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "total_steps": self.total_steps,
@@ -268,6 +279,7 @@ class Trainer:
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         if self.d is not None:
+            assert self.opt_d is not None and self.sched_d is not None
             state.update(d=self.d.state_dict(), opt_d=self.opt_d.state_dict(), sched_d=self.sched_d.state_dict())
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -281,6 +293,7 @@ class Trainer:
         self.sched_g.load_state_dict(state["sched_g"])
         self.scaler.load_state_dict(state["scaler"])
         if self.d is not None:
+            assert self.opt_d is not None and self.sched_d is not None
             self.d.load_state_dict(state["d"])
             self.opt_d.load_state_dict(state["opt_d"])
             self.sched_d.load_state_dict(state["sched_d"])
@@ -349,7 +362,9 @@ class Trainer:
 
     def export(self, data_summary: dict[str, Any]) -> Path:
         arch, params = generator_arch(self.cfg)
-        metrics = {"eval": "srgan eval: MATLAB bicubic LR, PSNR/SSIM on Y (BT.601), border = scale, fp32"}
+        metrics: dict[str, Any] = {
+            "eval": "srgan eval: MATLAB bicubic LR, PSNR/SSIM on Y (BT.601), border = scale, fp32"
+        }
         if self.cfg.bench:
             metrics.update(self.evaluate(self.cfg.bench))
         recipe = {
@@ -371,6 +386,7 @@ class Trainer:
             if self.init_recipe:  # provenance of the starting weights, so the card tells the whole history
                 recipe["init_recipe"] = self.init_recipe
         if self.cfg.stage == "srgan":
+            assert self.vgg_source is not None
             recipe["vgg"] = self.vgg_source.description
             notes.append(f"Content loss network: {self.vgg_source.description}.")
         card = ModelCard(
@@ -395,7 +411,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def _numpy_rng_tensor() -> torch.Tensor:
-    _, keys, pos, *_ = np.random.get_state()
+    _, keys, pos, *_ = cast(tuple[Any, ...], np.random.get_state(legacy=True))
     return torch.tensor(list(keys.astype(np.int64)) + [pos], dtype=torch.int64)
 
 
