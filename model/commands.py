@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "eval",
-        help="PSNR-Y / SSIM-Y on a folder of HR images",
+        help="PSNR-Y / SSIM-Y, detail, lattice and colour error on a folder of HR images",
         description="Evaluate a model on HR images: bicubic LR, PSNR/SSIM on Y, border = scale.",
     )
     p.add_argument("--data", type=Path, required=True, nargs="+", help="folder(s) of HR images")
@@ -214,6 +214,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _scores(row: dict) -> str:
+    """One line of ``srgan eval``: PSNR/SSIM, detail, the grid (model / HR) and the mean colour error."""
+    rgb = "/".join(f"{c:+.2f}" for c in row["colour_error"])
+    return (
+        f"PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}   HF {row['hf_ratio']:.3f}   "
+        f"lattice {100 * row['lattice']:.2f}% (HR {100 * row['lattice_hr']:.2f}%)   RGB error {rgb}"
+    )
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from model.evaluate import evaluate
 
@@ -223,20 +232,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         def show(row: dict) -> None:
             if not args.json:
-                print(
-                    f"  {row['image']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}   "
-                    f"HF {row['hf_ratio']:.3f}"
-                )
+                print(f"  {row['image']:<24} {_scores(row)}")
 
         if not args.json:
             print(f"{folder.name}: {up.model.name} x{up.scale} ({up.precision}, {up.device})")
         r = evaluate(up, folder, on_image=show)
         results.append(r)
         if not args.json:
-            print(
-                f"  {'mean':<24} PSNR-Y {r['mean']['psnr_y']:7.3f} dB   SSIM-Y {r['mean']['ssim_y']:.4f}   "
-                f"HF {r['mean']['hf_ratio']:.3f}"
-            )
+            m = r["mean"]
+            print(f"  {'mean':<24} {_scores(m)}")
+            print(f"  {'':<24} lattice {m['lattice_ratio']:.2f}x HR's (1.0: no more grid than the ground truth)")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0
