@@ -16,11 +16,12 @@ import hashlib
 import json
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the gateway checks realism values without importing torch
+    import torch
 
-from model.specs import LoadedModel
-from model.weights import ModelCard, WeightsError
+    from model.specs import LoadedModel
 
 __all__ = ["REALISM_MODELS", "REALISM_STEP", "blend_models", "blend_states", "check_realism", "realism_key"]
 
@@ -48,6 +49,10 @@ def blend_states(
 ) -> dict[str, torch.Tensor]:
     """``realism * adversarial + (1 - realism) * psnr`` for every floating-point tensor (integer ones, such as
     BN's batch counters, come from ``psnr``); the ends are exact copies of one side."""
+    import torch
+
+    from model.weights import WeightsError
+
     if psnr.keys() != adversarial.keys():
         raise WeightsError("cannot blend two networks with different parameters")
     out = {}
@@ -69,6 +74,9 @@ def blend_models(psnr: LoadedModel, adversarial: LoadedModel, realism: float) ->
 
     Named as the adversarial model, with its tiling overlap (the larger receptive-field budget) except at 0,
     where it is the PSNR model's spec: so 0 and 1 tile exactly as the two models do."""
+    from model.specs import LoadedModel
+    from model.weights import ModelCard, WeightsError
+
     realism = check_realism(realism)
     if psnr.card is None or adversarial.card is None:
         raise WeightsError("a blend needs two learned models with cards")

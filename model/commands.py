@@ -39,6 +39,11 @@ def add_engine_options(
         help=f"compute precision (default: {precision_default})",
     )
     p.add_argument("--compile", action="store_true", help="use torch.compile")
+    p.add_argument(
+        "--realism",
+        type=float,
+        help="0..1: blend the active srresnet (0, smooth) and srgan (1, sharpest textures) weights; implies srgan",
+    )
 
 
 def engine_from_args(args: argparse.Namespace):
@@ -46,7 +51,17 @@ def engine_from_args(args: argparse.Namespace):
     from model.zoo import load_model
 
     name, _, version = args.model.partition("@")
-    model = load_model(name, args.scale, path=args.weights, version=version or None)
+    if getattr(args, "realism", None) is not None:
+        from model.blend import REALISM_MODELS, blend_models, check_realism
+
+        if args.weights or version or name not in (*REALISM_MODELS, "srresnet"):
+            raise ValueError(
+                "--realism blends the active srresnet and srgan: leave out --weights, @VERSION and other models"
+            )
+        psnr, adv = (load_model(n, args.scale) for n in REALISM_MODELS)
+        model = blend_models(psnr, adv, check_realism(args.realism))
+    else:
+        model = load_model(name, args.scale, path=args.weights, version=version or None)
     cfg = EngineConfig(
         device=args.device,
         precision=args.precision,

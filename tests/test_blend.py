@@ -94,3 +94,21 @@ def test_the_worker_pool_builds_a_blend_once_per_value_and_serves_the_ends_as_th
     with pytest.raises(ModelError) as e:
         pool.engine("srgan", 4, realism=2.0)
     assert e.value.code == "invalid_realism"
+
+
+def test_srgan_upscale_realism_on_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from app.cli import main
+
+    src = tmp_path / "cat.png"
+    Image.fromarray(photo_tensor("chelsea", (32, 36)).permute(1, 2, 0).numpy()).save(src)
+    common = ["upscale", str(src), "--device", "cpu", "--precision", "fp32", "--no-progress"]
+    assert main([*common, "-m", "srresnet", "-o", str(tmp_path / "psnr.png")]) == 0
+    assert main([*common, "--realism", "0", "-o", str(tmp_path / "r0.png")]) == 0
+    assert main([*common, "--realism", "0.5", "-o", str(tmp_path / "r5.png")]) == 0
+    assert (tmp_path / "r0.png").read_bytes() == (tmp_path / "psnr.png").read_bytes()
+    assert (tmp_path / "r5.png").read_bytes() != (tmp_path / "psnr.png").read_bytes()
+    assert main([*common, "--realism", "1.5", "-o", str(tmp_path / "bad.png")]) != 0
+    assert "from 0 to 1" in capsys.readouterr().err
+    assert main([*common, "--realism", "0.5", "-m", "espcn", "-o", str(tmp_path / "bad.png")]) != 0
