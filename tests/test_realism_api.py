@@ -55,3 +55,18 @@ def test_bad_realism_is_refused_at_the_door(stack):
         e = assert_error(upscale(c, data, realism="0.5", model="espcn"), 422, "invalid_realism")
         assert "srresnet and srgan" in e["message"]
         assert_error(upscale(c, data, realism="0.5", model="srgan@1"), 422, "invalid_realism")
+
+
+def test_client_upscale_realism(stack, tmp_path):
+    from app.cli import main
+    from app.client import Client
+
+    src = tmp_path / "a.png"
+    src.write_bytes(png(photo("coffee", (20, 24), top=100, left=200)))
+    common = ["client", "upscale", str(src), "--url", stack.url, "--no-progress"]
+    assert main([*common, "--model", "srresnet", "-o", str(tmp_path / "psnr.png")]) == 0
+    assert main([*common, "--realism", "0", "-o", str(tmp_path / "r0.png")]) == 0
+    assert (decode_png((tmp_path / "r0.png").read_bytes()) == decode_png((tmp_path / "psnr.png").read_bytes())).all()
+    with Client(stack.url) as c:
+        job = c.upscale(src, realism=0.25)
+    assert job.realism == 0.25 and job.model == "srgan" and job.finished
