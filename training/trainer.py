@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -32,10 +33,49 @@ from training.config import TrainConfig, stage_arch
 from training.data import RandomCrops, StepSampler, degrade, make_loader, scan_images
 from training.losses import VGGSource, load_vgg, pixel_loss
 
-__all__ = ["Trainer", "train", "TrainingStopped", "CHECKPOINT_FORMAT"]
+__all__ = ["Trainer", "train", "TrainingStopped", "CHECKPOINT_FORMAT", "run_plan", "val_line"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
+LOG_POINTS = 10  # a run logs its losses at least this often (a short run's plot has points)
+
+
+def run_plan(cfg: TrainConfig, start_step: int = 0) -> tuple[int, list[str]]:
+    """(the logging interval this run uses, warnings about settings that do not fit its length).
+
+    The loss log is every ``log_every`` steps, but at least :data:`LOG_POINTS` times in the steps left, so a
+    short run's curves have points; warm-up, logging and validation intervals longer than the run are named.
+    """
+    left = max(1, cfg.steps - start_step)
+    log_every = max(1, min(cfg.log_every, left // LOG_POINTS))
+    notes = []
+    if log_every != cfg.log_every:
+        notes.append(
+            f"logging every {cfg.log_every} steps would give {left // cfg.log_every} point(s) in this "
+            f"{left}-step run: logging every {log_every} instead"
+        )
+    if cfg.warmup_steps >= cfg.steps:
+        notes.append(
+            f"the warm-up ({cfg.warmup_steps} steps) is as long as the run ({cfg.steps}): the learning rate "
+            f"never reaches {cfg.lr:g} (--set warmup_steps=N)"
+        )
+    if cfg.val and cfg.val_every > left:
+        notes.append(f"validation every {cfg.val_every} steps exceeds the run: it runs once, at step {cfg.steps}")
+    if not cfg.val:
+        notes.append("no --val folders: no validation PSNR (pass --val DIR of HR images)")
+    return log_every, notes
+
+
+def val_line(step: int, total: int, val: dict[str, dict[str, Any]]) -> str:
+    """One terminal line of a validation: PSNR/SSIM per folder, with detail, grid and colour when measured."""
+    parts = []
+    for name, m in val.items():
+        text = f"{name} PSNR-Y {m['psnr_y']:.2f} dB SSIM-Y {m['ssim_y']:.4f}"
+        if "lattice_ratio" in m:
+            rgb = "/".join(f"{c:+.1f}" for c in m["colour_error"])
+            text += f" HF {m['hf_ratio']:.2f} lattice {m['lattice_ratio']:.2f}x HR colour {rgb}"
+        parts.append(text)
+    return f"step {step}/{total} validation: " + "; ".join(parts)
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -112,6 +152,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         self.step = 0
         self.train_seconds = 0.0
+        self.log_every = cfg.log_every  # train() shortens it for a short run (run_plan)
 
         self.g_train: nn.Module = self.g
         self.d_train: nn.Module | None = self.d
@@ -468,6 +509,10 @@ def train(
         log.warning("--resume: no checkpoint in %s; starting from step 0", trainer.checkpoint_dir())
     if world > 1:  # every rank continues from the checkpoint rank 0 sees
         dist.barrier()
+    trainer.log_every, notes = run_plan(cfg, trainer.step)
+    if trainer.is_main:
+        for note in notes:
+            log.warning("%s", note)
 
     dataset = RandomCrops(paths, cfg.crop, seed=cfg.seed, cache=cfg.cache_images)
     loader = make_loader(
@@ -548,9 +593,9 @@ def _loop(
         for k, v in losses.items():
             sums[k] = sums[k] + v if k in sums else v.clone()
         step = trainer.step
-        if step % cfg.log_every == 0 or step == trainer.total_steps:
+        if step % trainer.log_every == 0 or step == trainer.total_steps:
             elapsed = time.perf_counter() - window_start
-            if not calibrated and step > start_step + cfg.log_every:
+            if not calibrated and step > start_step + trainer.log_every:
                 # Fix the schedule's length from the measured speed (after the first, warm-up window) so the
                 # cosine decay ends at the time limit.
                 remaining = max(0.0, cfg.time_limit - trainer.train_seconds)
@@ -581,7 +626,10 @@ def _loop(
             write({"step": step, "val": val})
             grid = _save_grid(trainer, cfg.val[0], out / "samples" / f"step_{step:08d}.png")
             emit("val", {"step": step, "val": val, "samples": str(grid)})
-            log.info("step %d validation: %s", step, val)
+            line = val_line(step, trainer.total_steps, val)
+            if cfg.progress:  # on the terminal, above the bar
+                bar.write(line, file=sys.stderr)
+            log.info("%s", line)
         if step % cfg.ckpt_every == 0 or last:
             emit("checkpoint", {"step": step, "path": str(trainer.save_checkpoint())})
         if last:
