@@ -38,6 +38,7 @@ def test_blend_states_interpolates_every_float_tensor_and_keeps_the_ends_exact()
         blend_states(p, {"w": a["w"]}, 0.5)
 
 
+@pytest.mark.slow  # runs SRResNet on CPU
 def test_realism_0_and_1_reproduce_srresnet_and_srgan_bitwise_through_the_engine(pair):
     psnr, adv = pair
     img = photo_tensor("astronaut", (48, 60))  # tiled: several windows per image, a ragged edge
@@ -55,6 +56,7 @@ def test_realism_0_and_1_reproduce_srresnet_and_srgan_bitwise_through_the_engine
     assert inside > 0.95
 
 
+@pytest.mark.slow  # runs SRResNet on CPU
 def test_a_blend_has_its_own_identity_and_says_what_it_is(pair):
     psnr, adv = pair
     b = blend_models(psnr, adv, 0.3)
@@ -65,12 +67,14 @@ def test_a_blend_has_its_own_identity_and_says_what_it_is(pair):
     assert adv.card.recipe.get("blend") is None  # the sources are untouched
 
 
+@pytest.mark.slow  # runs SRResNet on CPU
 def test_only_the_same_architecture_blends(pair):
     psnr, _ = pair
     with pytest.raises(WeightsError, match="cannot blend"):
         blend_models(psnr, load_model("espcn", 4), 0.5)
 
 
+@pytest.mark.slow  # runs SRResNet on CPU
 def test_the_worker_pool_builds_a_blend_once_per_value_and_serves_the_ends_as_the_models(tmp_path):
     from model.registry import Registry
     from worker.models import ModelError, ModelPool
@@ -96,6 +100,7 @@ def test_the_worker_pool_builds_a_blend_once_per_value_and_serves_the_ends_as_th
     assert e.value.code == "invalid_realism"
 
 
+@pytest.mark.slow  # runs SRResNet on CPU
 def test_srgan_upscale_realism_on_the_command_line(tmp_path, capsys):
     from PIL import Image
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from training.config import load_config
 from training.trainer import LOG_POINTS, run_plan, val_line
 
@@ -37,6 +39,7 @@ def test_val_line_reads_like_a_sentence():
     assert "HF 0.35 lattice 0.60x HR colour +0.1/-0.2/+0.0" in val_line(1, 2, {"a": full})
 
 
+@pytest.mark.slow  # a real 50-step run
 def test_srgan_train_espcn_50_steps_shows_validation_and_plots_points(photo_folder, tmp_path, capsys, caplog):
     from app.cli import main
 
