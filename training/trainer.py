@@ -131,6 +131,10 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.g = build_generator(cfg)
+        if cfg.icnr:  # before --init: weights loaded from a file replace it
+            from training.init import apply_icnr
+
+            apply_icnr(self.g)
         self.init_recipe: dict[str, Any] = {}
         self.init_source = self._init_from(cfg.init) if cfg.init or cfg.stage == "srgan" else ""
         self._place(self.g)
