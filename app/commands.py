@@ -115,6 +115,9 @@ def register_client(sub: argparse._SubParsersAction) -> None:
     )
     u.add_argument("--model", "-m", help="model name, or name@version (default: the service's)")
     u.add_argument("--scale", "-s", type=int, help="upscaling factor (default: the service's)")
+    u.add_argument(
+        "--realism", type=float, help="0..1: blend srresnet (0, smooth) and srgan (1, sharpest textures); implies srgan"
+    )
     u.add_argument("--quality", "-q", type=int, help="WebP/JPEG quality 1-100 (default: the service's)")
     u.add_argument("--jobs", "-j", type=int, default=4, help="images in flight at once (default: %(default)s)")
     u.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -162,7 +165,7 @@ def cmd_client_upscale(args: argparse.Namespace) -> int:
         targets, fmt = plan(
             args.inputs, args.out, format=args.format, suffix=suffix, recursive=args.recursive, overwrite=args.overwrite
         )
-        model = args.model or catalog.default
+        model = args.model or ("srgan" if args.realism is not None else catalog.default)
         bar = tqdm(
             total=len(targets),
             desc=f"{model} x{scale}",
@@ -187,6 +190,7 @@ def cmd_client_upscale(args: argparse.Namespace) -> int:
             scale=scale,
             format=fmt,
             quality=args.quality,
+            realism=args.realism,
         )
         for r in results:
             t = targets[r.index]

@@ -125,6 +125,9 @@ class Job(BaseModel):
     model_sha256: str | None = Field(
         None, description="sha256 of the weights that computed the result (`builtin` for interpolation), once finished"
     )
+    realism: float | None = Field(
+        None, description="the realism asked for: a blend of the active srresnet (0) and srgan (1); null: none"
+    )
     created_at: dt.datetime | None
     timings: JobTimings
     progress: float = Field(description="0..1: tiles computed / tiles planned")

@@ -39,6 +39,11 @@ def add_engine_options(
         help=f"compute precision (default: {precision_default})",
     )
     p.add_argument("--compile", action="store_true", help="use torch.compile")
+    p.add_argument(
+        "--realism",
+        type=float,
+        help="0..1: blend the active srresnet (0, smooth) and srgan (1, sharpest textures) weights; implies srgan",
+    )
 
 
 def engine_from_args(args: argparse.Namespace):
@@ -46,7 +51,17 @@ def engine_from_args(args: argparse.Namespace):
     from model.zoo import load_model
 
     name, _, version = args.model.partition("@")
-    model = load_model(name, args.scale, path=args.weights, version=version or None)
+    if getattr(args, "realism", None) is not None:
+        from model.blend import REALISM_MODELS, blend_models, check_realism
+
+        if args.weights or version or name not in (*REALISM_MODELS, "srresnet"):
+            raise ValueError(
+                "--realism blends the active srresnet and srgan: leave out --weights, @VERSION and other models"
+            )
+        psnr, adv = (load_model(n, args.scale) for n in REALISM_MODELS)
+        model = blend_models(psnr, adv, check_realism(args.realism))
+    else:
+        model = load_model(name, args.scale, path=args.weights, version=version or None)
     cfg = EngineConfig(
         device=args.device,
         precision=args.precision,
@@ -73,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "eval",
-        help="PSNR-Y / SSIM-Y on a folder of HR images",
+        help="PSNR-Y / SSIM-Y, detail, lattice and colour error on a folder of HR images",
         description="Evaluate a model on HR images: bicubic LR, PSNR/SSIM on Y, border = scale.",
     )
     p.add_argument("--data", type=Path, required=True, nargs="+", help="folder(s) of HR images")
@@ -238,6 +253,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _scores(row: dict) -> str:
+    """One line of ``srgan eval``: PSNR/SSIM, detail, the grid (model / HR) and the mean colour error."""
+    rgb = "/".join(f"{c:+.2f}" for c in row["colour_error"])
+    return (
+        f"PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}   HF {row['hf_ratio']:.3f}   "
+        f"lattice {100 * row['lattice']:.2f}% (HR {100 * row['lattice_hr']:.2f}%)   RGB error {rgb}"
+    )
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from model.evaluate import evaluate
 
@@ -247,20 +271,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         def show(row: dict) -> None:
             if not args.json:
-                print(
-                    f"  {row['image']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}   "
-                    f"HF {row['hf_ratio']:.3f}"
-                )
+                print(f"  {row['image']:<24} {_scores(row)}")
 
         if not args.json:
             print(f"{folder.name}: {up.model.name} x{up.scale} ({up.precision}, {up.device})")
         r = evaluate(up, folder, on_image=show)
         results.append(r)
         if not args.json:
-            print(
-                f"  {'mean':<24} PSNR-Y {r['mean']['psnr_y']:7.3f} dB   SSIM-Y {r['mean']['ssim_y']:.4f}   "
-                f"HF {r['mean']['hf_ratio']:.3f}"
-            )
+            m = r["mean"]
+            print(f"  {'mean':<24} {_scores(m)}")
+            print(f"  {'':<24} lattice {m['lattice_ratio']:.2f}x HR's (1.0: no more grid than the ground truth)")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0

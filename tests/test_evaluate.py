@@ -54,5 +54,16 @@ def test_eval_command_json(photo_folder, capsys):
 
     assert main(["eval", "--model", "bicubic", "--data", str(photo_folder), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {"psnr_y", "ssim_y", "hf_ratio"} == set(out["mean"]) and len(out["images"]) == 3
+    want = {"psnr_y", "ssim_y", "hf_ratio", "lattice", "lattice_hr", "lattice_ratio", "colour_error"}
+    assert want == set(out["mean"]) and len(out["images"]) == 3
     assert 15 < out["mean"]["psnr_y"] < 40
+    # Bicubic paints no grid (less high-frequency structure than HR at every phase) and keeps colours.
+    assert out["mean"]["lattice_ratio"] < 1.0 and max(abs(c) for c in out["mean"]["colour_error"]) < 0.1
+
+
+def test_eval_command_prints_lattice_and_colour(photo_folder, capsys):
+    from app.cli import main
+
+    assert main(["eval", "--model", "bicubic", "--data", str(photo_folder)]) == 0
+    text = capsys.readouterr().out
+    assert "lattice" in text and "x HR's" in text and "RGB error" in text

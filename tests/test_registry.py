@@ -103,8 +103,9 @@ def test_register_accepts_a_good_version_and_refuses_bad_ones(reg, tmp_path):
 def test_the_gate_compares_with_the_active_version(tmp_path, gate):
     """A slightly-worse version passes within the tolerance and fails without it; the baseline is the active
     version, not version 1."""
-    strict = Registry(tmp_path / "models", gate_dir=gate, gate_tolerance_db=0.0)
-    lenient = Registry(tmp_path / "models", gate_dir=gate, gate_tolerance_db=5.0)
+    pictures = {"gate_lattice_ratio": 10.0, "gate_colour_levels": 5.0}  # this test is about PSNR only
+    strict = Registry(tmp_path / "models", gate_dir=gate, gate_tolerance_db=0.0, **pictures)
+    lenient = Registry(tmp_path / "models", gate_dir=gate, gate_tolerance_db=5.0, **pictures)
     worse = K.variant(tmp_path / "worse", noise=3e-3, seed=1)
     gate_strict = strict.check_gate(load_model("espcn", 4, path=worse))
     assert gate_strict["delta_db"] < 0 and not gate_strict["passed"]
@@ -114,6 +115,25 @@ def test_the_gate_compares_with_the_active_version(tmp_path, gate):
     # now the baseline is version 2: the same weights score delta 0 and pass even the strict gate
     g = strict.check_gate(load_model("espcn", 4, path=worse))
     assert g["baseline"] == "version 2" and g["delta_db"] == 0 and g["passed"]
+
+
+def test_the_gate_refuses_a_dot_grid_and_a_colour_shift(tmp_path, gate):
+    """Noise on ESPCN's sub-pixel weights paints a grid of the scale's period and shifts the colours while
+    PSNR stays within any tolerance: the picture checks refuse the upload, and a trained version (registered
+    whatever it scores) cannot be promoted without force."""
+    reg = Registry(tmp_path / "models", gate_dir=gate, gate_tolerance_db=5.0)
+    gridded = K.variant(tmp_path / "gridded", noise=3e-3, seed=1)
+    e = refused("quality_gate_failed", reg.register, "espcn", gridded)
+    g = e.details["gate"]
+    assert g["psnr_passed"] and not g["pictures_passed"] and g["lattice_ratio"] > g["max_lattice_ratio"]
+    assert "dot grid" in e.message and "colours" in e.message and "PSNR" not in e.message
+    shipped = reg.check_gate(load_model("espcn", 4))
+    assert shipped["passed"] and shipped["lattice_ratio"] < 1.0 and max(map(abs, shipped["colour_error"])) < 0.5
+    rec = reg.register("espcn", gridded, source="trained")
+    assert rec.gate is not None and rec.gate["pictures_passed"] is False
+    refused("quality_gate_failed", reg.promote, "espcn", 4, rec.version, by="t")
+    assert reg.active_version("espcn", 4) == 1
+    assert reg.promote("espcn", 4, rec.version, by="t", force=True).changed
 
 
 def test_promote_and_rollback_are_a_stack(reg, tmp_path):

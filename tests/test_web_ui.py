@@ -42,7 +42,7 @@ def site(tmp_path_factory):
     env = service_env(
         db.url, f"ui{uuid.uuid4().hex[:6]}", max_input_pixels=100_000, worker_tile=TILE, worker_batch_size=2
     )
-    worker = start_worker(env, logs, ["bicubic", "srresnet"])
+    worker = start_worker(env, logs, ["bicubic", "srresnet", "srgan"])
     gateway, url = start_gateway(env, logs)
     try:
         wait_ready(url)
@@ -184,6 +184,27 @@ def test_preview_progress_before_after_zoom_pan_download(ui, tmp_path):
     assert page.get_attribute("#download", "download") == "astro_x4.png"
     r = page.request.get(page.eval_on_selector("#download", "e => e.href"))
     assert r.status == 200 and r.headers["content-type"] == "image/png" and r.body()[:4] == b"\x89PNG"
+
+
+def test_the_realism_slider_comes_with_srgan_and_is_sent(ui, tmp_path):
+    page, shots = ui
+    assert page.is_hidden("#realism-row")  # srresnet, the default: no blend to offer
+    page.set_input_files("#file", str(image_file(tmp_path, "face.png", size=(32, 40))))
+    page.check("#model-list input[value=srgan]")
+    assert page.is_visible("#realism-row") and page.input_value("#realism") == "1"
+    page.fill("#realism", "0.35")
+    page.dispatch_event("#realism", "input")
+    assert page.inner_text("#realism-value") == "0.35"
+    shots("realism-0.35")
+    with page.expect_response("**/v1/upscale") as answer:
+        page.click("#submit")
+    job = answer.value.json()
+    assert job["model"] == "srgan" and job["realism"] == 0.35
+    page.wait_for_function("document.getElementById('after').naturalWidth > 0", timeout=120_000)
+    assert page.inner_text("#error") == ""
+    shots("realism-result")
+    page.check("#model-list input[value=espcn]")
+    assert page.is_hidden("#realism-row")
 
 
 def test_keyboard_only(ui, tmp_path):

@@ -54,6 +54,7 @@ class TrainConfig:
     pixel_loss: str = "mse"  # mse | l1
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema: float = 0.0  # decay of an exponential moving average of the generator; 0 = off
+    icnr: bool = False  # ICNR-initialise sub-pixel convs (no dot grid at the start; training/init.py)
 
     # SRGAN stage
     init: str = ""  # generator weights (.safetensors) to start from (srgan: the SRResNet of stage 1)

@@ -55,15 +55,11 @@ def interpolate(
     ).strip()
     card = save_weights(net_a, out, card)
     if bench:
-        from model.evaluate import evaluate
+        from model.evaluate import card_metrics, evaluate
         from model.zoo import load_model
 
         loaded = load_model(card.name, int(card.scale), path=Path(out).with_suffix(".safetensors"))
         for folder in bench:
-            r = evaluate(loaded, folder)
-            card.metrics[Path(folder).name] = {
-                **{k: round(v, 4) for k, v in r["mean"].items()},
-                "images": len(r["images"]),
-            }
+            card.metrics[Path(folder).name] = card_metrics(evaluate(loaded, folder))
         Path(out).with_suffix(".json").write_text(card.to_json())
     return card

@@ -74,6 +74,9 @@ class VGGFeatures(nn.Module):
     Takes RGB in [0, 1].
     """
 
+    mean: torch.Tensor  # buffers, declared for the type checker
+    std: torch.Tensor
+
     def __init__(self, arch: str = "vgg19", layer: str = "5_4", normalization: str = "imagenet"):
         super().__init__()
         block, conv = (int(x) for x in layer.split("_"))
@@ -117,6 +120,11 @@ class VGGFeatures(nn.Module):
         return super().train(False)  # always a fixed feature extractor
 
 
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    assert conv.bias is not None  # every VGG conv has one
+    return conv.bias
+
+
 def _load_torchvision(net: VGGFeatures, path: Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
@@ -132,7 +140,7 @@ def _load_torchvision(net: VGGFeatures, path: Path) -> None:
             if w.shape != conv.weight.shape:
                 raise ValueError(f"{path}: {key} has shape {tuple(w.shape)}, expected {tuple(conv.weight.shape)}")
             conv.weight.copy_(w)
-            conv.bias.copy_(b)
+            _bias(conv).copy_(b)
 
 
 def _load_hed(net: VGGFeatures, path: Path) -> None:
@@ -149,7 +157,7 @@ def _load_hed(net: VGGFeatures, path: Path) -> None:
         for name, conv in zip(names, net.conv_layers(), strict=True):
             # Keras HWIO -> OIHW. The first conv expects BGR; forward() flips the input to match.
             conv.weight.copy_(torch.from_numpy(f[name]["0"][()]).permute(3, 2, 0, 1))
-            conv.bias.copy_(torch.from_numpy(f[name]["1"][()]))
+            _bias(conv).copy_(torch.from_numpy(f[name]["1"][()]))
 
 
 def load_vgg(spec: str, layer: str = "5_4") -> tuple[VGGFeatures, VGGSource]:

@@ -13,11 +13,12 @@ import math
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,10 +33,49 @@ from training.config import TrainConfig, stage_arch
 from training.data import RandomCrops, StepSampler, degrade, make_loader, scan_images
 from training.losses import VGGSource, load_vgg, pixel_loss
 
-__all__ = ["Trainer", "train", "TrainingStopped", "CHECKPOINT_FORMAT"]
+__all__ = ["Trainer", "train", "TrainingStopped", "CHECKPOINT_FORMAT", "run_plan", "val_line"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
+LOG_POINTS = 10  # a run logs its losses at least this often (a short run's plot has points)
+
+
+def run_plan(cfg: TrainConfig, start_step: int = 0) -> tuple[int, list[str]]:
+    """(the logging interval this run uses, warnings about settings that do not fit its length).
+
+    The loss log is every ``log_every`` steps, but at least :data:`LOG_POINTS` times in the steps left, so a
+    short run's curves have points; warm-up, logging and validation intervals longer than the run are named.
+    """
+    left = max(1, cfg.steps - start_step)
+    log_every = max(1, min(cfg.log_every, left // LOG_POINTS))
+    notes = []
+    if log_every != cfg.log_every:
+        notes.append(
+            f"logging every {cfg.log_every} steps would give {left // cfg.log_every} point(s) in this "
+            f"{left}-step run: logging every {log_every} instead"
+        )
+    if cfg.warmup_steps >= cfg.steps:
+        notes.append(
+            f"the warm-up ({cfg.warmup_steps} steps) is as long as the run ({cfg.steps}): the learning rate "
+            f"never reaches {cfg.lr:g} (--set warmup_steps=N)"
+        )
+    if cfg.val and cfg.val_every > left:
+        notes.append(f"validation every {cfg.val_every} steps exceeds the run: it runs once, at step {cfg.steps}")
+    if not cfg.val:
+        notes.append("no --val folders: no validation PSNR (pass --val DIR of HR images)")
+    return log_every, notes
+
+
+def val_line(step: int, total: int, val: dict[str, dict[str, Any]]) -> str:
+    """One terminal line of a validation: PSNR/SSIM per folder, with detail, grid and colour when measured."""
+    parts = []
+    for name, m in val.items():
+        text = f"{name} PSNR-Y {m['psnr_y']:.2f} dB SSIM-Y {m['ssim_y']:.4f}"
+        if "lattice_ratio" in m:
+            rgb = "/".join(f"{c:+.1f}" for c in m["colour_error"])
+            text += f" HF {m['hf_ratio']:.2f} lattice {m['lattice_ratio']:.2f}x HR colour {rgb}"
+        parts.append(text)
+    return f"step {step}/{total} validation: " + "; ".join(parts)
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -51,7 +91,12 @@ def generator_arch(cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
     arch = stage_arch(cfg.stage)
     if arch == "srresnet":
         net = build_generator(cfg)
-        return arch, {"scale": cfg.scale, "num_channels": 3, "num_feat": 64, "num_blocks": len(net.body)}
+        return arch, {
+            "scale": cfg.scale,
+            "num_channels": 3,
+            "num_feat": 64,
+            "num_blocks": len(cast(nn.Sequential, net.body)),
+        }
     return arch, {"scale": cfg.scale}
 
 
@@ -82,14 +127,18 @@ class Trainer:
         self.vgg_source: VGGSource | None = None
         if cfg.stage == "srgan":
             vgg, self.vgg_source = load_vgg(cfg.vgg_weights, cfg.vgg_layer)
-            self.vgg = vgg.to(device, memory_format=self.memory_format)
+            self.vgg = self._place(vgg)
 
         torch.manual_seed(cfg.seed)
         self.g = build_generator(cfg)
+        if cfg.icnr:  # before --init: weights loaded from a file replace it
+            from training.init import apply_icnr
+
+            apply_icnr(self.g)
         self.init_recipe: dict[str, Any] = {}
         self.init_source = self._init_from(cfg.init) if cfg.init or cfg.stage == "srgan" else ""
-        self.g.to(device, memory_format=self.memory_format)
-        self.d = Discriminator().to(device, memory_format=self.memory_format) if cfg.stage == "srgan" else None
+        self._place(self.g)
+        self.d = self._place(Discriminator()) if cfg.stage == "srgan" else None
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if cfg.ema > 0 else None
 
         fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per step instead of hundreds
@@ -107,6 +156,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         self.step = 0
         self.train_seconds = 0.0
+        self.log_every = cfg.log_every  # train() shortens it for a short run (run_plan)
 
         self.g_train: nn.Module = self.g
         self.d_train: nn.Module | None = self.d
@@ -118,9 +168,13 @@ class Trainer:
         self._g_eager = self.g_train
         self._compile_ok = False
         if cfg.compile:
-            self.g_train = torch.compile(self.g_train)
+            self.g_train = cast(nn.Module, torch.compile(self.g_train))
 
     # -- setup ------------------------------------------------------------------------------------------------
+    def _place(self, module: nn.Module) -> nn.Module:
+        """``module`` moved to the device in the run's memory format (in place; returned for chaining)."""
+        return module.to(self.device).to(memory_format=self.memory_format)
+
     def _init_from(self, init: str) -> str:
         if init == "scratch":
             return "random initialisation (no SRResNet pre-training)"
@@ -196,7 +250,7 @@ class Trainer:
         return {"loss_g": loss.detach(), "content": content.detach().float(), "adv": adv.detach()}, sr.detach()
 
     def discriminator_step(self, hr: torch.Tensor, sr: torch.Tensor) -> dict[str, torch.Tensor]:
-        assert self.d_train is not None and self.opt_d is not None
+        assert self.d is not None and self.d_train is not None and self.opt_d is not None
         # Real and fake in one forward: DDP allows one forward per backward.
         with self.autocast():
             logits = self.d_train(torch.cat([hr, sr.detach().float()])).float()
@@ -226,6 +280,7 @@ class Trainer:
         self.g.train()
         hr, lr = self.batch_to_device(hr_u8)
         if self.cfg.stage == "srgan":
+            assert self.d is not None and self.sched_d is not None
             self.d.train()
             losses, sr = self.generator_step(hr, lr)
             losses.update(self.discriminator_step(hr, sr))
@@ -241,6 +296,7 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
+        assert self.ema is not None
         decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))  # short warm-up: early EMA tracks fast
         torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.g.parameters()], 1 - decay)
         buffers = list(self.ema.buffers())
@@ -253,7 +309,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = {
+        state: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "total_steps": self.total_steps,
@@ -268,6 +324,7 @@ class Trainer:
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         if self.d is not None:
+            assert self.opt_d is not None and self.sched_d is not None
             state.update(d=self.d.state_dict(), opt_d=self.opt_d.state_dict(), sched_d=self.sched_d.state_dict())
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -281,6 +338,7 @@ class Trainer:
         self.sched_g.load_state_dict(state["sched_g"])
         self.scaler.load_state_dict(state["scaler"])
         if self.d is not None:
+            assert self.opt_d is not None and self.sched_d is not None
             self.d.load_state_dict(state["d"])
             self.opt_d.load_state_dict(state["opt_d"])
             self.sched_d.load_state_dict(state["sched_d"])
@@ -330,26 +388,24 @@ class Trainer:
         spec = SPECS.get(name, SPECS["srresnet"])
         return LoadedModel(self.cfg.name, self.cfg.scale, copy.deepcopy(self.serving_generator()).float().eval(), spec)
 
-    def evaluate(self, folders: list[str], max_images: int = 0) -> dict[str, dict[str, float]]:
+    def evaluate(self, folders: list[str], max_images: int = 0) -> dict[str, dict[str, Any]]:
         from model.engine import EngineConfig, Upscaler
-        from model.evaluate import evaluate
+        from model.evaluate import card_metrics, evaluate
 
         up = Upscaler(
             self.loaded_model(), EngineConfig(device=str(self.device), precision="fp32", tile=0, channels_last=False)
         )
-        results = {}
+        results: dict[str, dict[str, Any]] = {}
         for folder in folders:
-            r = evaluate(up, folder, max_images=max_images)
-            results[Path(folder).name] = {
-                "psnr_y": round(r["mean"]["psnr_y"], 4),
-                "ssim_y": round(r["mean"]["ssim_y"], 4),
-                "images": len(r["images"]),
-            }
+            # PSNR/SSIM, and what PSNR hides: detail, the dot grid (vs HR's), the colour shift
+            results[Path(folder).name] = card_metrics(evaluate(up, folder, max_images=max_images))
         return results
 
     def export(self, data_summary: dict[str, Any]) -> Path:
         arch, params = generator_arch(self.cfg)
-        metrics = {"eval": "srgan eval: MATLAB bicubic LR, PSNR/SSIM on Y (BT.601), border = scale, fp32"}
+        metrics: dict[str, Any] = {
+            "eval": "srgan eval: MATLAB bicubic LR, PSNR/SSIM on Y (BT.601), border = scale, fp32"
+        }
         if self.cfg.bench:
             metrics.update(self.evaluate(self.cfg.bench))
         recipe = {
@@ -371,6 +427,7 @@ class Trainer:
             if self.init_recipe:  # provenance of the starting weights, so the card tells the whole history
                 recipe["init_recipe"] = self.init_recipe
         if self.cfg.stage == "srgan":
+            assert self.vgg_source is not None
             recipe["vgg"] = self.vgg_source.description
             notes.append(f"Content loss network: {self.vgg_source.description}.")
         card = ModelCard(
@@ -395,7 +452,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def _numpy_rng_tensor() -> torch.Tensor:
-    _, keys, pos, *_ = np.random.get_state()
+    _, keys, pos, *_ = cast(tuple[Any, ...], np.random.get_state(legacy=True))
     return torch.tensor(list(keys.astype(np.int64)) + [pos], dtype=torch.int64)
 
 
@@ -456,6 +513,10 @@ def train(
         log.warning("--resume: no checkpoint in %s; starting from step 0", trainer.checkpoint_dir())
     if world > 1:  # every rank continues from the checkpoint rank 0 sees
         dist.barrier()
+    trainer.log_every, notes = run_plan(cfg, trainer.step)
+    if trainer.is_main:
+        for note in notes:
+            log.warning("%s", note)
 
     dataset = RandomCrops(paths, cfg.crop, seed=cfg.seed, cache=cfg.cache_images)
     loader = make_loader(
@@ -536,9 +597,9 @@ def _loop(
         for k, v in losses.items():
             sums[k] = sums[k] + v if k in sums else v.clone()
         step = trainer.step
-        if step % cfg.log_every == 0 or step == trainer.total_steps:
+        if step % trainer.log_every == 0 or step == trainer.total_steps:
             elapsed = time.perf_counter() - window_start
-            if not calibrated and step > start_step + cfg.log_every:
+            if not calibrated and step > start_step + trainer.log_every:
                 # Fix the schedule's length from the measured speed (after the first, warm-up window) so the
                 # cosine decay ends at the time limit.
                 remaining = max(0.0, cfg.time_limit - trainer.train_seconds)
@@ -569,7 +630,10 @@ def _loop(
             write({"step": step, "val": val})
             grid = _save_grid(trainer, cfg.val[0], out / "samples" / f"step_{step:08d}.png")
             emit("val", {"step": step, "val": val, "samples": str(grid)})
-            log.info("step %d validation: %s", step, val)
+            line = val_line(step, trainer.total_steps, val)
+            if cfg.progress:  # on the terminal, above the bar
+                bar.write(line, file=sys.stderr)
+            log.info("%s", line)
         if step % cfg.ckpt_every == 0 or last:
             emit("checkpoint", {"step": step, "path": str(trainer.save_checkpoint())})
         if last:

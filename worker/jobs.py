@@ -237,6 +237,8 @@ def _fingerprint(doc: UpscaleJob | TrainingRun) -> str:
         options = f"{doc.model}|{doc.scale}|{doc.version_pin}|{doc.format}|{doc.quality}|{doc.input.sha256}"
         if doc.callback_url:  # (appended only when set: the fingerprints of earlier jobs stay as they were)
             options += f"|{doc.callback_url}"
+        if doc.realism is not None:
+            options += f"|realism={doc.realism}"
     else:
         options = repr(sorted(doc.request.items()))
     return hashlib.sha256(options.encode()).hexdigest()

@@ -62,6 +62,8 @@ class ModelPool:
         self.name = name
         self.engines: dict[Key, Any] = {}  # the active version of each model served
         self._versions: OrderedDict[tuple[str, int, int], Any] = OrderedDict()  # other loaded versions (LRU)
+        # realism blends: (scale, realism, srresnet sha256, srgan sha256) -> engine, least recently used first
+        self._blends: OrderedDict[tuple[int, float, str, str], Any] = OrderedDict()
         self._staged: dict[Key, tuple[Any, str]] = {}  # newly active versions loaded, not switched to yet
         self._failed: dict[tuple[str, int, int], float] = {}  # version -> when loading it last failed
         self.lock = threading.RLock()  # held by a batch: engines change only between batches
@@ -80,8 +82,11 @@ class ModelPool:
     def serves(self, name: str, scale: int) -> bool:
         return (name, scale) in self.engines
 
-    def engine(self, name: str, scale: int, pin: int | str | None = None):
-        """The engine of the active version of ``name`` x``scale`` (loaded on first use), or of version ``pin``."""
+    def engine(self, name: str, scale: int, pin: int | str | None = None, *, realism: float | None = None):
+        """The engine of the active version of ``name`` x``scale`` (loaded on first use), or of version ``pin``;
+        with ``realism``, of that blend of the active srresnet and srgan (:meth:`blended`)."""
+        if realism is not None:
+            return self.blended(name, scale, realism)
         with self.lock:
             active = self.engines.get((name, scale))
             if pin is None or (active is not None and pin in (active.model.version_number, active.model.version)):
@@ -98,6 +103,42 @@ class ModelPool:
                 return active  # a sha256 prefix of the active version
             up = self._versions.get(key) or up
             self._keep(key, up)
+            return up
+
+    def blended(self, name: str, scale: int, realism: float):
+        """The engine of ``realism`` between the active srresnet (0) and srgan (1) x``scale``
+        (``model.blend``), built once per value and pair of versions and kept for the next batches (the
+        ``worker_version_cache`` most recently used); a promotion of either model makes new blends."""
+        from model.blend import REALISM_MODELS, blend_models, check_realism
+        from model.engine import Upscaler
+        from model.weights import WeightsError
+
+        psnr_name, adv_name = REALISM_MODELS
+        if name != adv_name:
+            raise ModelError(
+                "model_unavailable", f"realism blends {psnr_name} and {adv_name}: it needs model {adv_name}"
+            )
+        try:
+            value = check_realism(realism)
+        except ValueError as e:
+            raise ModelError("invalid_realism", str(e)) from None
+        with self.lock:
+            psnr, adv = self.engine(psnr_name, scale), self.engine(adv_name, scale)
+            key = (scale, value, psnr.model.version, adv.model.version)
+            up = self._blends.get(key)
+            if up is not None:
+                self._blends.move_to_end(key)
+                return up
+            t0 = time.perf_counter()
+            try:
+                up = Upscaler(blend_models(psnr.model, adv.model, value), engine_config(self.settings))
+            except WeightsError as e:
+                raise ModelError("model_unavailable", str(e)) from None
+            self._blends[key] = up
+            while len(self._blends) > max(1, self.settings.worker_version_cache):
+                self._blends.popitem(last=False)
+            log.info("blended realism %.2f of %s and %s x%d in %.0f ms", value, psnr_name, adv_name, scale,
+                     (time.perf_counter() - t0) * 1000)  # fmt: skip
             return up
 
     def served(self) -> list[ServedModel]:

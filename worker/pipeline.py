@@ -160,14 +160,14 @@ class BatchPipeline:
         # and only add a Redis round trip and a thread hand-off to each lone job.
         if len(ok) >= self.batch_jobs and self._prefetched is None and self.prefetch_allowed:
             self._prefetched = self.pool.submit(self._prefetch)
-        groups: dict[tuple[str, int, int | None], list[Task]] = {}
+        groups: dict[tuple[str, int, int | None, float | None], list[Task]] = {}
         for t in ok:
             groups.setdefault(t.job.model_key, []).append(t)
-        for (name, scale, pin), group in groups.items():
+        for (name, scale, pin, realism), group in groups.items():
             try:
                 if not self.settings.worker_lazy_load and not self.models.serves(name, scale):
                     raise ModelError("model_not_served", f"this worker does not serve {name} x{scale}")
-                up = self.models.engine(name, scale, pin)
+                up = self.models.engine(name, scale, pin, realism=realism)
             except ModelError as e:
                 for t in group:
                     t.error = JobError(code=e.code, message=str(e))

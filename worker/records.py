@@ -86,11 +86,12 @@ class UpscaleJob(JobState):
     model_sha256: str | None = None  # its weights' sha256 ("builtin" for interpolation)
     batch_started_at: dt.datetime | None = None
     callback_url: str | None = None  # POSTed the job's JSON when it ends (a webhook; checked at the door)
+    realism: float | None = None  # 0..1: a blend of the active srresnet (0) and srgan (1); model is srgan
 
     @property
-    def model_key(self) -> tuple[str, int, int | None]:
-        """(model, scale, pinned version): jobs with the same key run through one engine call."""
-        return self.model, self.scale, self.version_pin
+    def model_key(self) -> tuple[str, int, int | None, float | None]:
+        """(model, scale, pinned version, realism): jobs with the same key run through one engine call."""
+        return self.model, self.scale, self.version_pin, self.realism
 
 
 class TrainingOutput(_Record):

@@ -85,8 +85,10 @@ class AsyncClient:
         idempotency_key: str | None = None,
         filename: str | None = None,
         callback_url: str | None = None,
+        realism: float | None = None,
     ) -> Job:
-        opts = {"model": model, "scale": scale, "format": format, "quality": quality, "callback_url": callback_url}
+        opts = {"model": model, "scale": scale, "format": format, "quality": quality, "callback_url": callback_url,
+                "realism": realism}  # fmt: skip
         if isinstance(image, (str, Path)):  # read off the event loop
             filename, image = filename or Path(image).name, await asyncio.to_thread(Path(image).read_bytes)
         r = await self._request("POST", "/v1/upscale", **upload(image, filename, idempotency_key, opts))

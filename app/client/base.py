@@ -86,7 +86,7 @@ def upload(
     if isinstance(image, (str, Path)):
         filename = filename or Path(image).name
         image = Path(image).read_bytes()
-    unknown = set(options) - {"model", "scale", "format", "quality", "callback_url"}
+    unknown = set(options) - {"model", "scale", "format", "quality", "callback_url", "realism"}
     if unknown:
         raise TypeError(f"unknown upscale options: {', '.join(sorted(unknown))}")
     return {

@@ -87,9 +87,12 @@ class Client:
         idempotency_key: str | None = None,
         filename: str | None = None,
         callback_url: str | None = None,
+        realism: float | None = None,
     ) -> Job:
-        """Upload an image (a path or its bytes); returns the queued job."""
-        opts = {"model": model, "scale": scale, "format": format, "quality": quality, "callback_url": callback_url}
+        """Upload an image (a path or its bytes); returns the queued job. ``realism`` (0..1) blends srresnet
+        (0) and srgan (1)."""
+        opts = {"model": model, "scale": scale, "format": format, "quality": quality, "callback_url": callback_url,
+                "realism": realism}  # fmt: skip
         return Job.from_dict(
             self._request("POST", "/v1/upscale", **upload(image, filename, idempotency_key, opts)).json()
         )

@@ -103,6 +103,7 @@ class Job:
     estimated_wait_s: float | None = None
     model_version: int | None = None
     model_sha256: str | None = None
+    realism: float | None = None
     created_at: dt.datetime | None = None
     expires_at: dt.datetime | None = None
     webhook: Webhook | None = None
@@ -144,6 +145,7 @@ class Job:
             estimated_wait_s=d.get("estimated_wait_s"),
             model_version=d.get("model_version"),
             model_sha256=d.get("model_sha256"),
+            realism=d.get("realism"),
             created_at=_time(d.get("created_at")),
             expires_at=_time(d.get("expires_at")),
             webhook=Webhook.from_dict(d["webhook"]) if d.get("webhook") else None,

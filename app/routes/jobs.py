@@ -43,6 +43,7 @@ def job_resource(rec: JobRecord, gw: Gateway, position: int | None = None) -> sc
         format=job.format,
         model_version=None if queued else job.model_version,
         model_sha256=None if queued else job.model_sha256,
+        realism=job.realism,
         created_at=rec.created_at,
         timings=schemas.JobTimings(
             queued_at=accepted,

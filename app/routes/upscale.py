@@ -110,7 +110,7 @@ def check_image(gw: Gateway, data: bytes, scale: int):
         },
         **responses(409, 413, 415, 422, 429, 503),
     },
-    dependencies=[no_empty_form_fields("model", "scale", "format", "quality", "callback_url")],
+    dependencies=[no_empty_form_fields("model", "scale", "format", "quality", "callback_url", "realism")],
     summary="Queue an image for upscaling",
     description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
     "long-poll with `wait`), then fetch `links.result`. With `Prefer: wait=N` (RFC 7240; N capped by "
@@ -134,6 +134,15 @@ async def upscale(
         ),
     ] = None,
     scale: Annotated[int | None, Form(ge=1, le=8, description="upscaling factor (default: 4)")] = None,
+    realism: Annotated[
+        float | None,
+        Form(
+            ge=0,
+            le=1,
+            description="0..1: blend the active `srresnet` (0, smooth, highest PSNR) and `srgan` (1, sharpest "
+            "textures) weights, rounded to 0.01; the job runs as `srgan` (leave out `model` or name `srgan`)",
+        ),
+    ] = None,
     format: Annotated[Literal["png", "webp", "jpeg"] | None, Form(description="output format")] = None,
     quality: Annotated[int | None, Form(ge=1, le=100, description="WebP/JPEG quality")] = None,
     callback_url: Annotated[
@@ -154,6 +163,9 @@ async def upscale(
 ) -> Response:
     s = gw.settings
     scale = scale or s.default_scale
+    if realism is not None:
+        realism = check_realism(gw, model, scale, realism)
+        model = "srgan"
     name, scale, pin, _ = resolve_model(gw, model or s.default_model, scale)
     if callback_url is not None:
         await check_callback(gw, callback_url)
@@ -173,6 +185,7 @@ async def upscale(
         idempotency_key=idempotency_key,
         owner=client,
         callback_url=callback_url,
+        realism=realism,
     )
     headers = {"Location": f"/v1/jobs/{rec.id}"}
     if created:
@@ -206,6 +219,23 @@ async def waited(gw: Gateway, request: Request, rec: JobRecord, wait: float, pos
     return json_response(job_resource(rec, gw, position), 202, headers)
 
 
+def check_realism(gw: Gateway, model: str | None, scale: int, realism: float) -> float:
+    """A realism the workers can blend (``model.blend``; both models with weights at ``scale``), or a 422."""
+    from model.blend import REALISM_MODELS
+    from model.blend import check_realism as rounded
+
+    if model not in (None, REALISM_MODELS[1]):
+        raise reject(422, "invalid_realism",
+                     f"realism blends {' and '.join(REALISM_MODELS)}: leave out model or name "
+                     f"{REALISM_MODELS[1]} (not {model!r}; no @version)")  # fmt: skip
+    for name in REALISM_MODELS:
+        resolve_model(gw, name, scale)
+    try:
+        return rounded(realism)
+    except ValueError as e:
+        raise reject(422, "invalid_realism", str(e)) from None
+
+
 async def check_callback(gw: Gateway, url: str) -> None:
     """A callback URL this gateway will call (signed, to a public address), or a 422."""
     if gw.settings.webhook_secret is None:
@@ -229,6 +259,7 @@ def accept(
     idempotency_key: str | None,
     owner: str | None = None,
     callback_url: str | None = None,
+    realism: float | None = None,
 ) -> tuple[JobRecord, bool, int | None]:
     """Check the upload and queue it (or find the job its idempotency key made). Returns (record, created,
     position in the queue)."""
@@ -255,6 +286,7 @@ def accept(
         model=name,
         scale=scale,
         version_pin=pin,
+        realism=realism,
         format=fmt,
         quality=quality,
         input=InputInfo(

@@ -109,8 +109,18 @@ function renderModels() {
   }
   const want = rows.find((m) => m.name === previous) || rows.find((m) => m.name === catalog.default) || rows[0];
   if (want) list.querySelector(`input[value="${want.name}"]`).checked = true;
+  showRealism();
   describeChoice();
 }
+
+// The realism slider blends srresnet (0) and srgan (1): offered with srgan, when both have weights here.
+function showRealism() {
+  const scale = Number($("scale").value);
+  const both = ["srresnet", "srgan"].every((n) => catalog.models.some((m) => m.name === n && m.scale === scale && m.has_weights));
+  $("realism-row").hidden = !(both && document.querySelector("input[name=model]:checked")?.value === "srgan");
+}
+$("model-list").addEventListener("change", showRealism);
+$("realism").addEventListener("input", () => ($("realism-value").textContent = Number($("realism").value).toFixed(2)));
 
 async function loadModels() {
   let response;
@@ -214,6 +224,7 @@ $("form").addEventListener("submit", async (e) => {
   data.append("model", model.value);
   data.append("scale", $("scale").value);
   data.append("format", $("format").value);
+  if (!$("realism-row").hidden && $("realism").value !== "1") data.append("realism", $("realism").value);
   $("error").textContent = "";
   $("status").textContent = "uploading…";
   $("submit").disabled = true;
