@@ -433,7 +433,7 @@ class _RunState:
         """The batch's input windows, written straight into one (channels_last) float tensor."""
         h, w = _window_shape(batch[0])
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        x = torch.empty((len(batch), 3, h, w), device=device).contiguous(memory_format=fmt)
+        x = torch.empty((len(batch), 3, h, w), device=device, memory_format=fmt)
         for k, t in enumerate(batch):
             x[k].copy_(self.input(t.image, device)[:, t.rows[2] : t.rows[3], t.cols[2] : t.cols[3]])
         return x
