@@ -208,7 +208,7 @@ def to_host(
     cuda = y.device.type == "cuda"
     with torch.inference_mode():  # the network's output is an inference tensor: update it in place in there
         y = y.float().clamp_(0, 1)  # float() of an fp32 tensor is the tensor itself
-        f = y.clone() if f32 and u8 else y if f32 else None
+        f = (y.clone() if u8 else y) if f32 else None
         if u8:
             y.mul_(255).round_()
         q_dev = y.to(torch.uint8) if u8 and cuda else None

@@ -77,3 +77,14 @@ def test_cuda_graphs_give_the_eager_output(name):
 def test_cuda_calibration_picks_a_batch():
     up = Upscaler(load_model("espcn", 4))
     assert up.calibration and up.batch_size in up.calibration
+
+
+@pytest.mark.slow
+def test_compiled_engine_gives_the_plain_engines_output():
+    # torch.compile runs on CPU too (Inductor's C++ backend): about 100 s here the first time, cached after.
+    model = load_model("espcn", 4)
+    img = photo_tensor("coffee", (48, 48))
+    up = Upscaler(model, precision="fp32", tile=0, compile=True, compile_mode="default")
+    assert up.describe()["compile"] == "default" and up.streams == 1
+    plain = Upscaler(model, precision="fp32", tile=0)
+    assert (up.upscale([img])[0].int() - plain.upscale([img])[0].int()).abs().max() <= 1

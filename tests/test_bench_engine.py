@@ -14,3 +14,16 @@ def test_bench_peers_runs_the_same_network_in_opencv_and_the_engine():
     assert by["opencv dnn, our ESPCN via ONNX (fp32)"]["vs_opencv"] == 1.0
     assert all(r["out_mp_per_s"] > 0 for r in rows if "out_mp_per_s" in r)
     assert any("output MP/s" in line for line in lines)
+
+
+def test_bench_commands_and_make_targets_exist():
+    from pathlib import Path
+
+    from app.cli import build_parser
+
+    parser = build_parser()
+    gpu = parser.parse_args(["bench", "gpu", "--device", "cpu", "--no-service", "--compile"])
+    assert gpu.device == "cpu" and gpu.no_service and gpu.compile == [] and gpu.budget <= 600
+    assert parser.parse_args(["bench", "peers", "--images", "2"]).images == 2
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "gpu-bench: install\n\t$(SRGAN) bench gpu" in makefile and "peers: install" in makefile
