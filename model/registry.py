@@ -75,6 +75,7 @@ __all__ = [
     "SOURCES",
     "GATE_LATTICE_RATIO",
     "GATE_COLOUR_LEVELS",
+    "gate_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -499,7 +500,7 @@ class Registry:
         is refused with ``quality_gate_failed`` unless ``force``."""
         rec = self.version(name, scale, version)
         if rec.gate and rec.gate.get("pictures_passed") is False and not force:
-            raise RegistryError("quality_gate_failed", _gate_text(rec.gate), gate=rec.gate)
+            raise RegistryError("quality_gate_failed", gate_text(rec.gate), gate=rec.gate)
         default = self.default_version(name, scale)
         seen: dict[str, Any] = {}
 
@@ -626,7 +627,7 @@ class Registry:
             self._smoke(loaded)
             gate = self.check_gate(loaded)
             if not gate["passed"] and not force and source == "uploaded":
-                raise RegistryError("quality_gate_failed", _gate_text(gate), gate=gate)
+                raise RegistryError("quality_gate_failed", gate_text(gate), gate=gate)
             now = iso_now()
             reg = {
                 "version": None,
@@ -813,7 +814,7 @@ def match_pin(versions: dict[int, str], pin: int | str) -> int | None:
     return None
 
 
-def _gate_text(gate: dict[str, Any]) -> str:
+def gate_text(gate: dict[str, Any]) -> str:
     """Why ``gate`` failed, in words (gates recorded before the picture checks have only the PSNR part)."""
     why = []
     if not gate.get("psnr_passed", gate.get("passed", True)):
