@@ -166,6 +166,7 @@ class BatchPipeline:
         groups: dict[tuple[str, int, int | None], list[Task]] = {}
         for t in ok:
             groups.setdefault(t.job.model_key, []).append(t)
+        runs = []
         for (name, scale, pin), group in groups.items():
             try:
                 if not self.settings.worker_lazy_load and not self.models.serves(name, scale):
@@ -176,6 +177,12 @@ class BatchPipeline:
                     t.error = JobError(code=e.code, message=str(e))
                 self._fail(group)
                 continue
+            runs.append((up, sorted(group, key=_input_pixels)))
+        # Fair batching: cheap work first, so a small job never waits for the big ones claimed with it:
+        # interpolations before networks, then the group with fewer input pixels; inside one engine call smaller
+        # images come first (the engine yields each image as soon as its own tiles are done).
+        runs.sort(key=lambda r: (not _weightless(r[0]), sum(_input_pixels(t) for t in r[1])))
+        for up, group in runs:
             self._run_group(up, group)
         self.batches += 1
         per_job = (time.perf_counter() - t0) / max(1, len(tasks))
@@ -415,10 +422,17 @@ def _observe_end(c: Claim, now) -> None:
         M.END_TO_END.labels(model).observe((now - rec.enqueued_at).total_seconds())
 
 
+def _input_pixels(t: Task) -> int:
+    return t.decoded.width * t.decoded.height
+
+
+def _weightless(up) -> bool:
+    return bool(getattr(getattr(up.model, "spec", None), "weightless", False))
+
+
 def _torch_threads(up, input_pixels: int) -> int | None:
     """Drop to one CPU thread for a tiny engine call; returns the thread count to restore (None: unchanged)."""
-    spec = getattr(up.model, "spec", None)
-    limit = _ONE_THREAD_INTERPOLATION_PIXELS if getattr(spec, "weightless", False) else _ONE_THREAD_INPUT_PIXELS
+    limit = _ONE_THREAD_INTERPOLATION_PIXELS if _weightless(up) else _ONE_THREAD_INPUT_PIXELS
     if up.device.type != "cpu" or input_pixels > limit:
         return None
     import torch
