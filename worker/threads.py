@@ -10,9 +10,6 @@ __all__ = ["io_threads", "torch_threads", "weightless"]
 # Engine calls on this few input pixels run on one CPU thread: waking torch's other threads for every small op
 # costs more than it saves (measured: 16x16 bicubic job 2.7 ms instead of 7.7 ms on a busy 2-core machine).
 _ONE_THREAD_INPUT_PIXELS = 96 * 96
-# An interpolation (bicubic, ...) is cheap and memory-bound: on one thread up to this many input pixels per call
-# (measured, 64-128 px photos from 32 clients: the worker's CPU per job 7.8 -> 6.7 ms, jobs/s unchanged).
-_ONE_THREAD_INTERPOLATION_PIXELS = 512 * 512
 
 
 def io_threads(settings) -> int:
@@ -34,8 +31,9 @@ def weightless(up) -> bool:
 
 def torch_threads(up, input_pixels: int) -> int | None:
     """Drop to one CPU thread for a tiny engine call; returns the thread count to restore (None: unchanged)."""
-    limit = _ONE_THREAD_INTERPOLATION_PIXELS if weightless(up) else _ONE_THREAD_INPUT_PIXELS
-    if up.device.type != "cpu" or input_pixels > limit:
+    # (Switching interpolations up to 512x512 to one thread too measured worse: a worker with one torch thread
+    # throughout saved 1 ms per bicubic job, switching the count around each engine call cost more than that.)
+    if up.device.type != "cpu" or input_pixels > _ONE_THREAD_INPUT_PIXELS:
         return None
     import torch
 
