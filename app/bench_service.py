@@ -408,6 +408,7 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
         url = args.url if stack is None else stack.start().url
         log("engine alone ...")
         env = {**(stack.env if stack is not None else os.environ), "SRGAN_BENCH_FORMAT": args.format}
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `srgan worker` runs torch (worker/commands.py)
         engine = EngineBench(images, args.model, env)
         log(f"  {len(images) / engine.run():.2f} images/s")
         metrics_url = (
