@@ -46,10 +46,11 @@ def register(bsub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--mode",
-        choices=["throughput", "overhead"],
+        choices=["throughput", "overhead", "fairness"],
         default="throughput",
         help="throughput: real photos through the model vs. the engine alone (below); overhead: bicubic on small "
-        "photos from many clients, CPU ms per job for each process (app/bench_overhead.py)",
+        "photos from many clients, CPU ms per job for each process (app/bench_overhead.py); fairness: a tiny job's "
+        "latency in one batch with two large ones (app/bench_fairness.py)",
     )
     p.add_argument("--model", default="srresnet", help="model for the throughput run (default: srresnet)")
     p.add_argument("--images", "-n", type=int, default=16, help="images for the throughput run (default: 16)")
@@ -82,7 +83,7 @@ def register(bsub: argparse._SubParsersAction) -> None:
         help="overhead mode: clients submit then long-poll the result (two requests), or POST with "
         "Prefer: wait (one request)",
     )
-    p.add_argument("--code", type=Path, help="overhead mode: run the stack from this checkout (before vs. after)")
+    p.add_argument("--code", type=Path, help="overhead/fairness: run the stack from this checkout (before vs. after)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench_service)
 
@@ -407,6 +408,7 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
         url = args.url if stack is None else stack.start().url
         log("engine alone ...")
         env = {**(stack.env if stack is not None else os.environ), "SRGAN_BENCH_FORMAT": args.format}
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `srgan worker` runs torch (worker/commands.py)
         engine = EngineBench(images, args.model, env)
         log(f"  {len(images) / engine.run():.2f} images/s")
         metrics_url = (
@@ -469,10 +471,11 @@ def run_service_bench(args: argparse.Namespace, log=print) -> dict:
 
 def cmd_bench_service(args: argparse.Namespace) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    if args.mode == "overhead":
+    if args.mode in ("overhead", "fairness"):
+        from app.bench_fairness import run_fairness_bench
         from app.bench_overhead import run_overhead_bench
 
-        result = run_overhead_bench(args, log=log)
+        result = (run_overhead_bench if args.mode == "overhead" else run_fairness_bench)(args, log=log)
         failed = result["failed"]
     else:
         args.concurrency = args.concurrency or 8

@@ -121,7 +121,9 @@ def _from_pil(im: Image.Image, info: ImageInfo, icc: bytes | None) -> DecodedIma
         alpha = np.asarray(im.getchannel("A")).copy()
     if mode not in ("RGB",):
         im = im.convert("RGB")
-    rgb = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+    # The (H, W, 3) -> (3, H, W) copy in numpy: one thread (torch would wake its intra-op threads for it, in
+    # every decoding thread of a worker).
+    rgb = torch.from_numpy(np.ascontiguousarray(np.asarray(im).transpose(2, 0, 1)))
     if alpha is not None and not (alpha < 255).any():
         alpha = None  # fully opaque: no need to carry it
         if mode == "RGBA":
@@ -222,7 +224,7 @@ def encode(
 def _pixels(src: DecodedImage, sr: torch.Tensor, dtype: type[np.unsignedinteger]) -> np.ndarray:
     """``sr`` as an (H, W) grey or (H, W, 3) colour array of ``dtype`` (uint8 or uint16)."""
     if sr.dtype == torch.uint8 and dtype == np.uint8 and not src.grey:
-        return sr.permute(1, 2, 0).contiguous().numpy()  # already what is needed: skip the float round trip
+        return np.ascontiguousarray(sr.numpy().transpose(1, 2, 0))  # as needed already: no float round trip
     colour = sr.float() / 255.0 if sr.dtype == torch.uint8 else sr.float().clamp(0, 1)
     colour = _to_grey(colour) if src.grey else colour.permute(1, 2, 0)
     top = np.iinfo(dtype).max

@@ -29,10 +29,19 @@ class JobEnds(StoreBase):
         inflight = self.keys.inflight(worker)
         first = ""
         if block_s:
+            claims = self._claim(worker, n, "")  # under load jobs are waiting: one round trip, no blocking call
+            if claims:
+                return claims
             got = self.conn.blmove(self.queue.key, inflight, block_s, "LEFT", "RIGHT")
             if got is None:
                 return []
             first = got.decode()
+        return self._claim(worker, n, first)
+
+    def _claim(self, worker: str, n: int, first: str) -> list[Claim]:
+        """The CLAIM step: ``first`` (already moved onto the claim list by a blocking wait, or '') and up to
+        ``n`` in all from the queue."""
+        inflight = self.keys.inflight(worker)
         now = _fmt(utcnow())
         rows = self._scripts["CLAIM"](
             keys=[self.queue.key, inflight],

@@ -139,18 +139,23 @@ class JobStore(JobReads, JobEnds, WebhookQueue):
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
-        admit: Callable[[], None] | None = None,
+        admit: Callable[[int], None] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Store the upload and queue its job in one transaction. With an ``idempotency_key`` this client used
         before (within the job TTL) for the same bytes and options, the earlier job is returned instead:
-        ``(record, False)``; with other bytes or options, :class:`IdempotencyConflict`. ``admit`` runs just
-        before a new job is written and may raise to refuse it (the queue is full); a refused job releases its
-        idempotency key."""
+        ``(record, False)``; with other bytes or options, :class:`IdempotencyConflict`. ``admit(depth)`` runs
+        just before a new job is written, with the queue's depth (read in the same round trip as the key), and
+        may raise to refuse it (the queue is full); a refused job releases its idempotency key."""
         job_id = job_id or new_job_id()
         idem = self.keys.idempotency(idempotency_key, doc.owner) if idempotency_key is not None else None
+        depth = 0
         if idem is not None:
             fingerprint = _fingerprint(doc)
-            if not self.conn.set(idem, f"{job_id} {fingerprint}", nx=True, ex=self.job_ttl_s):
+            with self.conn.pipeline(transaction=False) as pipe:
+                pipe.set(idem, f"{job_id} {fingerprint}", nx=True, ex=self.job_ttl_s)
+                pipe.llen(self.queue.key)
+                fresh, depth = pipe.execute()
+            if not fresh:
                 raw = self.conn.get(idem)
                 if raw is not None:
                     earlier_id, earlier_fingerprint = raw.decode().split(" ", 1)
@@ -160,9 +165,11 @@ class JobStore(JobReads, JobEnds, WebhookQueue):
                     if earlier is not None:
                         return earlier, False
                 self.conn.set(idem, f"{job_id} {fingerprint}", ex=self.job_ttl_s)  # the earlier job has expired
+        elif admit is not None:
+            depth = int(self.conn.llen(self.queue.key))
         if admit is not None:
             try:
-                admit()
+                admit(int(depth))
             except BaseException:
                 if idem is not None:
                     self.conn.delete(idem)

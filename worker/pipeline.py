@@ -15,7 +15,6 @@ A result that cannot be stored because Redis is down is kept, and stored when Re
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -29,6 +28,7 @@ from worker import metrics as M
 from worker.jobs import Claim, JobStore
 from worker.models import ModelError, ModelPool
 from worker.records import JobError, OutputInfo, UpscaleJob
+from worker.threads import io_threads, torch_threads, weightless
 
 __all__ = ["BatchPipeline", "Task", "io_threads"]
 
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 # Images this small are decoded / encoded on the compute thread: a thread hand-off would cost more than the work.
 _INLINE_INPUT_PIXELS = 64 * 64
 _INLINE_OUTPUT_PIXELS = 256 * 256
-# Engine calls on this few input pixels run on one CPU thread: waking torch's other threads for every small op
-# costs more than it saves (measured: 16x16 bicubic job 2.7 ms instead of 7.7 ms on a busy 2-core machine).
-_ONE_THREAD_INPUT_PIXELS = 96 * 96
 
 
 @dataclass
@@ -59,19 +56,6 @@ class Task:
     @property
     def job(self) -> UpscaleJob:
         return self.claim.record.data  # type: ignore[return-value]
-
-
-def io_threads(settings) -> int:
-    """A GPU outruns one or two PNG encoders by far (H200, SRResNet, 256 px in: 211 images/s computed, 16/s
-    encoded with 2 threads); the encoders run without the GIL, so use the cores. On a CPU worker those cores
-    run the network, and two threads keep decode/encode overlapped without starving it."""
-    from model.engine import resolve_device
-
-    if settings.worker_io_threads:
-        return settings.worker_io_threads
-    if resolve_device(settings.worker_device).type == "cpu":
-        return 2
-    return max(2, min(16, len(os.sched_getaffinity(0))))
 
 
 class BatchPipeline:
@@ -163,6 +147,7 @@ class BatchPipeline:
         groups: dict[tuple[str, int, int | None, float | None], list[Task]] = {}
         for t in ok:
             groups.setdefault(t.job.model_key, []).append(t)
+        runs = []
         for (name, scale, pin, realism), group in groups.items():
             try:
                 if not self.settings.worker_lazy_load and not self.models.serves(name, scale):
@@ -173,6 +158,12 @@ class BatchPipeline:
                     t.error = JobError(code=e.code, message=str(e))
                 self._fail(group)
                 continue
+            runs.append((up, sorted(group, key=_input_pixels)))
+        # Fair batching: cheap work first, so a small job never waits for the big ones claimed with it:
+        # interpolations before networks, then the group with fewer input pixels; inside one engine call smaller
+        # images come first (the engine yields each image as soon as its own tiles are done).
+        runs.sort(key=lambda r: (not weightless(r[0]), sum(_input_pixels(t) for t in r[1])))
+        for up, group in runs:
             self._run_group(up, group)
         self.batches += 1
         per_job = (time.perf_counter() - t0) / max(1, len(tasks))
@@ -235,7 +226,7 @@ class BatchPipeline:
 
         t0 = time.perf_counter()
         seen: set[int] = set()
-        threads = _torch_threads(up, sum(t.decoded.width * t.decoded.height for t in ready))
+        threads = torch_threads(up, sum(t.decoded.width * t.decoded.height for t in ready))
         try:
             cpu0, outside = time.thread_time(), 0.0  # the engine's share: the loop's CPU less what its body takes
             for i, result in up.upscale_iter([t.decoded.rgb for t in ready], on_progress):
@@ -412,14 +403,5 @@ def _observe_end(c: Claim, now) -> None:
         M.END_TO_END.labels(model).observe((now - rec.enqueued_at).total_seconds())
 
 
-def _torch_threads(up, input_pixels: int) -> int | None:
-    """Drop to one CPU thread for a tiny engine call; returns the thread count to restore (None: unchanged)."""
-    if up.device.type != "cpu" or input_pixels > _ONE_THREAD_INPUT_PIXELS:
-        return None
-    import torch
-
-    n = torch.get_num_threads()
-    if n == 1:
-        return None
-    torch.set_num_threads(1)
-    return n
+def _input_pixels(t: Task) -> int:
+    return t.decoded.width * t.decoded.height

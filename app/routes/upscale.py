@@ -267,9 +267,9 @@ def accept(
     info = check_image(gw, data, scale)
     depth = 0
 
-    def admit() -> None:
+    def admit(queued: int) -> None:
         nonlocal depth
-        depth = gw.jobs.depth()
+        depth = queued
         if depth >= s.max_queue_depth:
             per_job = estimated_seconds_per_job(gw.live_workers()) or 1.0
             retry = max(1, math.ceil((depth - s.max_queue_depth + 1) * per_job))
