@@ -243,6 +243,9 @@ class VersionList(BaseModel):
 class PromoteRequest(_Request):
     version: JsonInt = Field(ge=1, description="the version to make active")
     by: Name | None = Field(None, description="who promotes (recorded)")
+    force: StrictBool = Field(
+        False, description="promote a version whose recorded gate failed the picture checks (dot grid, colour shift)"
+    )
 
 
 class RollbackRequest(_Request):

@@ -182,6 +182,15 @@ def test_upload_list_promote_rollback(svc):
     versions = {v["version"]: v for v in admin.get("/v1/models/espcn/versions").json()["versions"]}
     assert versions[1]["active"] and versions[1]["promoted_by"] == "carol" and versions[2]["promoted_by"] == "bob"
 
+    # version 3 (random weights, forced in) failed the picture checks: promoting it needs force, then roll back
+    assert versions[3]["metrics"]["gate"]["pictures_passed"] is False
+    e = assert_error(admin.post("/v1/models/espcn/promote", json={"version": 3}), 422, "quality_gate_failed")
+    assert "force" in e["message"]
+    assert_error(admin.post("/v1/models/espcn/promote", json={"version": 3, "force": 1}), 422, "invalid_request")
+    r = admin.post("/v1/models/espcn/promote", json={"version": 3, "force": True, "by": "dave"})
+    assert r.status_code == 200 and r.json()["active"] == 3, r.text
+    assert admin.post("/v1/models/espcn/rollback", json={"by": "carol"}).json()["active"] == 1
+
     # pinned to a version the worker does not serve as active
     job = run(svc, f"espcn@{v2['sha256'][:8]}")
     assert (job["model_version"], job["model_sha256"]) == (2, v2["sha256"])

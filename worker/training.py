@@ -206,7 +206,7 @@ class TrainingWorker:
                  " and promoted it" if output.promoted else "")  # fmt: skip
 
     def _register(self, c: Claim, run: TrainingRun, path: Path) -> TrainingOutput:
-        from model.registry import RegistryError
+        from model.registry import RegistryError, gate_text
 
         by = run.request.get("by") or f"training run {c.id}"
         try:
@@ -222,7 +222,7 @@ class TrainingWorker:
                 self.registry.promote(run.model, run.scale, rec.version, by=by)
                 promoted = True
             else:
-                reason = ("below the quality gate: " + _gate_summary(rec.gate)) if rec.gate else "not scored"
+                reason = ("below the quality gate: " + gate_text(rec.gate)) if rec.gate else "not scored"
         return TrainingOutput(version=rec.version, sha256=rec.sha256, gate=rec.gate, promoted=promoted,
                               promote_reason=reason, weights=str(rec.path))  # fmt: skip
 
@@ -250,13 +250,6 @@ class TrainingWorker:
                     log.warning("run %s: could not store the sample grid %s: %s", c.id, grid, e)
         elif kind == "checkpoint":
             self._update(c, checkpoint_step=data.get("step"))
-
-
-def _gate_summary(gate: dict[str, Any]) -> str:
-    return (
-        f"PSNR-Y {gate['psnr_y']:.3f} dB vs {gate['baseline']} {gate['baseline_psnr_y']:.3f} dB "
-        f"(tolerance {gate['tolerance_db']} dB)"
-    )
 
 
 def run_training_worker(settings, *, burst: bool = False) -> int:

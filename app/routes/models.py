@@ -302,7 +302,9 @@ async def promote(
     name, scale = _series(gw, name, scale)
     assert scale is not None  # _series gives the default scale unless asked to take it from a card
     try:
-        change = await run_in_threadpool(gw.registry.promote, name, scale, body.version, by=_by(body.by))
+        change = await run_in_threadpool(
+            gw.registry.promote, name, scale, body.version, by=_by(body.by), force=body.force
+        )
     except RegistryError as e:
         raise _refused("promote", e) from None
     return await _activation(gw, "promote", change, name, scale, wait)
