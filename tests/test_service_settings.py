@@ -75,3 +75,17 @@ def test_redis_storage_uses_ttls_and_pipelines():
         assert st.get("input", "x") is None and st.sweep() == 0
     finally:
         db.release()
+
+
+def test_engine_settings_reach_the_engine_config(monkeypatch):
+    from worker.models import engine_config
+
+    plain = engine_config(Settings())
+    assert not plain.compile and not plain.cuda_graphs
+    monkeypatch.setenv("SRGAN_WORKER_COMPILE", "max-autotune")
+    monkeypatch.setenv("SRGAN_WORKER_CUDA_GRAPHS", "true")
+    cfg = engine_config(Settings())
+    assert cfg.compile and cfg.compile_mode == "max-autotune" and cfg.cuda_graphs
+    monkeypatch.setenv("SRGAN_WORKER_COMPILE", "fastest")
+    with pytest.raises(ValueError, match="worker_compile"):
+        Settings()

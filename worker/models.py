@@ -48,6 +48,9 @@ def engine_config(settings):
         tile=s.worker_tile,
         batch_size=s.worker_batch_size,
         streams=s.worker_streams,
+        compile=s.worker_compile != "off",
+        compile_mode=s.worker_compile if s.worker_compile != "off" else "default",
+        cuda_graphs=s.worker_cuda_graphs,
     )
 
 

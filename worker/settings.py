@@ -89,6 +89,12 @@ class ServiceSettings(BaseSettings):
         None, ge=1, description="tiles per forward pass (empty: the engine's default)"
     )
     worker_threads: int | None = Field(None, ge=1, description="torch CPU threads (empty: torch's default)")
+    worker_compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "off", description="`torch.compile` the network in this mode (`off`: eager; measured no gain on CPU)"
+    )
+    worker_cuda_graphs: bool = Field(
+        False, description="CUDA: replay each tile shape from a recorded CUDA graph (ignored with `worker_compile`)"
+    )
     worker_streams: int | None = Field(
         None,
         ge=1,
