@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bench = sub.add_parser("bench", help="benchmarks: engine (model speed) or service (whole stack)")
-    bsub = bench.add_subparsers(dest="target", required=True, metavar="{engine,service}")
+    bsub = bench.add_subparsers(dest="target", required=True, metavar="{engine,service,gpu,peers}")
     for name in COMMAND_MODULES:
         module = importlib.import_module(name)
         module.register(sub)
