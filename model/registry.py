@@ -15,7 +15,7 @@ the layout of the models directory (``$SRGAN_MODELS_DIR``, default ``$XDG_DATA_H
 
 Which version serves is an *activation stack* per series: promoting pushes a version, rolling back pops the
 top, the top is active; an empty stack means version 1 (when it exists). Where the stack lives is an
-:class:`ActivePointer`: :class:`FilePointer` keeps it in ``ACTIVE.json`` (what ``srgan upscale`` reads); the
+:class:`ActivePointer`: :class:`FilePointer` (:mod:`model.pointers`) keeps it in ``ACTIVE.json`` (what ``srgan upscale`` reads); the
 service keeps it in Redis (``worker/registry.py``), mirrored into the same files, so the command line and the
 workers agree and a Redis restart loses nothing.
 
@@ -26,26 +26,24 @@ PSNR-Y on the gate set (``model/gate``, or any folder of HR images) is no worse 
 dot grid than ``GATE_LATTICE_RATIO`` times HR's own (``model.quality.lattice_score``) and no mean colour shift
 beyond ``GATE_COLOUR_LEVELS`` on any channel (``model.quality.colour_error``). A version that fails the
 picture checks (a trained one is registered all the same, its gate recorded) cannot be promoted without force.
+The scores and the verdict are :mod:`model.qualitygate`'s; the file pointer is :mod:`model.pointers`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
-import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from model.card import read_json
 from model.clock import iso_now
+from model.pointers import STACK_LIMIT, ActivePointer, FilePointer
+from model.qualitygate import GATE_COLOUR_LEVELS, GATE_DIR, GATE_LATTICE_RATIO, GateError, QualityGate, gate_text
 from model.specs import (
     SPECS,
     ModelSpec,
@@ -80,17 +78,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GATE_DIR = Path(__file__).resolve().parent / "gate"
 SHIPPED_VERSION = 1
 SOURCES = ("shipped", "uploaded", "trained")
-# The picture checks of the gate (measured on the shipped gate set; more in the README's Models table): the
-# shipped SRResNet, ESPCN and SRCNN, which show no grid, score 0.98x, 0.39x and 0.87x HR's lattice and stay within
-# 0.3 level per channel; the shipped SRGAN, whose dot grid is visible, scores 54x and darkens R by 3.3 levels
-# (31x on Set14, 11x on flat sky). 1.5x leaves the grid-free models room for the noise of 5 small images and is
-# still far below any grid one can see; 0.5 level is the issue's bound (the shipped SRResNet's worst is 0.28).
-GATE_LATTICE_RATIO = 1.5
-GATE_COLOUR_LEVELS = 0.5
-_STACK_LIMIT = 100  # activations remembered per series (rollback depth)
 _SMOKE_SIDE = 24  # LR side of the smoke-test input
 
 
@@ -114,82 +103,6 @@ def models_dir() -> Path:
 
 
 # -- where the active version is kept ----------------------------------------------------------------------
-
-
-class ActivePointer(Protocol):
-    def stack(self, series: str) -> list[int]:
-        """The series' activation stack, oldest first (empty: never promoted)."""
-
-    def active_map(self) -> dict[str, int]:
-        """Top of every non-empty stack: series -> active version."""
-
-    def update(self, series: str, change: Callable[[list[int]], list[int]], event: dict[str, Any]) -> list[int]:
-        """Replace the stack by ``change(stack)`` atomically and tell whoever listens (``event`` describes
-        it); returns the new stack."""
-
-
-class FilePointer:
-    """Activation stacks in ``ACTIVE.json`` files of the models directory (flock-serialised writers)."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    def _path(self, series: str) -> Path:
-        return self.root / series / "ACTIVE.json"
-
-    def stack(self, series: str) -> list[int]:
-        try:
-            data = json.loads(self._path(series).read_text())
-            return [int(v) for v in data.get("stack", [])]
-        except FileNotFoundError:
-            return []
-        except (ValueError, TypeError, AttributeError) as e:
-            log.warning("%s is unreadable (%s); treating %s as never promoted", self._path(series), e, series)
-            return []
-
-    def active_map(self) -> dict[str, int]:
-        out = {}
-        if self.root.is_dir():
-            for d in self.root.iterdir():
-                if d.is_dir() and not d.name.startswith("."):
-                    stack = self.stack(d.name)
-                    if stack:
-                        out[d.name] = stack[-1]
-        return out
-
-    def write(self, series: str, stack: list[int], event: dict[str, Any] | None = None) -> None:
-        path = self._path(series)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = {
-            "series": series,
-            "active": stack[-1] if stack else None,
-            "stack": stack[-_STACK_LIMIT:],
-            "updated": iso_now(),
-            "by": (event or {}).get("by"),
-        }
-        tmp = path.with_name(f".ACTIVE.{secrets.token_hex(4)}.tmp")
-        tmp.write_text(json.dumps(body, indent=2) + "\n")
-        tmp.replace(path)
-
-    @contextlib.contextmanager
-    def locked(self, series: str) -> Iterator[None]:
-        lock = self.root / series / ".lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    def update(self, series: str, change: Callable[[list[int]], list[int]], event: dict[str, Any]) -> list[int]:
-        with self.locked(series):
-            stack = change(self.stack(series))
-            self.write(series, stack, event)
-        return stack
-
-
-# -- records -----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -282,12 +195,10 @@ class Registry:
         self.files = FilePointer(self.root)
         self.pointer: ActivePointer = pointer if pointer is not None else self.files
         self.weights_dirs = weights_dirs
-        self.gate_dir = Path(gate_dir) if gate_dir else GATE_DIR
-        self.gate_tolerance_db = float(gate_tolerance_db)
-        self.gate_lattice_ratio = float(gate_lattice_ratio)
-        self.gate_colour_levels = float(gate_colour_levels)
-        self._scores: dict[tuple, dict[str, Any]] = {}  # (name, scale, sha256, gate fingerprint) -> score
-        self._score_lock = threading.Lock()
+        self.gate = QualityGate(
+            gate_dir, tolerance_db=gate_tolerance_db, lattice_ratio=gate_lattice_ratio, colour_levels=gate_colour_levels
+        )
+        self.gate_dir = self.gate.gate_dir
 
     # -- reading -------------------------------------------------------------------------------------------
     @staticmethod
@@ -510,7 +421,7 @@ class Registry:
             seen["previous"] = stack[-1] if stack else None
             if stack and stack[-1] == rec.version:
                 return stack
-            return (stack + [rec.version])[-_STACK_LIMIT:]
+            return (stack + [rec.version])[-STACK_LIMIT:]
 
         event = {
             "action": "promote",
@@ -730,50 +641,16 @@ class Registry:
         if not bool(torch.isfinite(y).all()):
             raise RegistryError("smoke_test_failed", "the network outputs NaN or infinite values")
 
-    # -- the quality gate --------------------------------------------------------------------------------------
-    def gate_fingerprint(self) -> str:
-        from model.evaluate import list_images
-
-        h = hashlib.sha256()
-        try:
-            images = list_images(self.gate_dir)
-        except FileNotFoundError:
-            raise RegistryError("no_gate_set", f"the quality-gate folder {self.gate_dir} does not exist") from None
-        if not images:
-            raise RegistryError("no_gate_set", f"the quality-gate folder {self.gate_dir} holds no images")
-        for p in images:
-            st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}\n".encode())
-        return h.hexdigest()[:16]
-
+    # -- the quality gate (model/qualitygate.py) ------------------------------------------------------------
     def score(self, loaded) -> dict[str, Any]:
-        """PSNR-Y / SSIM-Y of a loaded model on the gate set (``model.evaluate``), cached by sha256."""
-        from model.evaluate import evaluate
-
-        key = (loaded.name, loaded.scale, loaded.version, self.gate_fingerprint())
-        cacheable = loaded.card is not None or loaded.spec.weightless  # a card-less network has no identity
-        with self._score_lock:
-            hit = self._scores.get(key) if cacheable else None
-        if hit is not None:
-            return hit
-        r = evaluate(loaded, self.gate_dir)
-        m = r["mean"]
-        out = {
-            "set": str(self.gate_dir),
-            "images": len(r["images"]),
-            "psnr_y": round(m["psnr_y"], 4),
-            "ssim_y": round(m["ssim_y"], 4),
-            "lattice_ratio": round(m["lattice_ratio"], 3),
-            "colour_error": [round(c, 3) for c in m["colour_error"]],
-        }
-        if cacheable:
-            with self._score_lock:
-                self._scores[key] = out
-        return out
+        """The gate set's scores of a loaded model (cached)."""
+        try:
+            return self.gate.score(loaded)
+        except GateError as e:
+            raise RegistryError("no_gate_set", str(e)) from None
 
     def check_gate(self, loaded) -> dict[str, Any]:
-        """Score ``loaded`` and compare it with the active version of its series (bicubic when none):
-        passed when its PSNR-Y is at least the baseline's minus the tolerance."""
+        """Score ``loaded`` and judge it against the active version of its series (bicubic when none)."""
         cand = self.score(loaded)
         active = self.active(loaded.name, loaded.scale) if not self.spec(loaded.name, loaded.scale).weightless else None
         if active is not None and active.sha256 == loaded.version:
@@ -782,23 +659,7 @@ class Registry:
             base_model, base_name = self.load(loaded.name, loaded.scale, record=active), f"version {active.version}"
         else:
             base_model, base_name = load_weightless("bicubic", loaded.scale), "bicubic"
-        base = self.score(base_model)
-        psnr_passed = cand["psnr_y"] >= base["psnr_y"] - self.gate_tolerance_db
-        lattice_passed = cand["lattice_ratio"] <= self.gate_lattice_ratio
-        colour_passed = max(abs(c) for c in cand["colour_error"]) <= self.gate_colour_levels
-        return {
-            **cand,
-            "baseline": base_name,
-            "baseline_psnr_y": base["psnr_y"],
-            "baseline_ssim_y": base["ssim_y"],
-            "tolerance_db": self.gate_tolerance_db,
-            "delta_db": round(cand["psnr_y"] - base["psnr_y"], 4),
-            "psnr_passed": bool(psnr_passed),
-            "max_lattice_ratio": self.gate_lattice_ratio,
-            "max_colour_levels": self.gate_colour_levels,
-            "pictures_passed": bool(lattice_passed and colour_passed),
-            "passed": bool(psnr_passed and lattice_passed and colour_passed),
-        }
+        return self.gate.verdict(cand, self.score(base_model), base_name)
 
 
 def match_pin(versions: dict[int, str], pin: int | str) -> int | None:
@@ -812,25 +673,6 @@ def match_pin(versions: dict[int, str], pin: int | str) -> int | None:
         if len(hits) == 1:
             return hits[0]
     return None
-
-
-def gate_text(gate: dict[str, Any]) -> str:
-    """Why ``gate`` failed, in words (gates recorded before the picture checks have only the PSNR part)."""
-    why = []
-    if not gate.get("psnr_passed", gate.get("passed", True)):
-        why.append(
-            f"PSNR-Y {gate['psnr_y']:.3f} dB on the gate set ({gate['images']} images) is more than "
-            f"{gate['tolerance_db']} dB below {gate['baseline']}'s {gate['baseline_psnr_y']:.3f} dB"
-        )
-    if "lattice_ratio" in gate and gate["lattice_ratio"] > gate["max_lattice_ratio"]:
-        why.append(
-            f"it paints a dot grid: {gate['lattice_ratio']:.2f}x the ground truth's on the gate set "
-            f"(at most {gate['max_lattice_ratio']}x)"
-        )
-    if "colour_error" in gate and max(abs(c) for c in gate["colour_error"]) > gate["max_colour_levels"]:
-        rgb = "/".join(f"{c:+.2f}" for c in gate["colour_error"])
-        why.append(f"it shifts colours: mean error R/G/B {rgb} levels (at most {gate['max_colour_levels']})")
-    return "; ".join(why or ["below the quality gate"]) + "; use force to go ahead anyway"
 
 
 def default_registry() -> Registry:
