@@ -31,8 +31,9 @@ def weightless(up) -> bool:
 
 def torch_threads(up, input_pixels: int) -> int | None:
     """Drop to one CPU thread for a tiny engine call; returns the thread count to restore (None: unchanged)."""
-    # (Switching interpolations up to 512x512 to one thread too measured worse: a worker with one torch thread
-    # throughout saved 1 ms per bicubic job, switching the count around each engine call cost more than that.)
+    # (Also switching interpolations up to 512x512 to one thread was tried: a worker with one torch thread
+    # throughout saved 1 ms per bicubic job, but the switching version measured no better on the loaded box. What
+    # that saved was idle OpenMP threads spinning; workers now run with OMP_WAIT_POLICY=PASSIVE instead.)
     if up.device.type != "cpu" or input_pixels > _ONE_THREAD_INPUT_PIXELS:
         return None
     import torch
