@@ -6,7 +6,9 @@ Heavy modules (uvicorn, httpx, torch) are imported inside the commands, so ``srg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="listen address (default: SRGAN_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default: SRGAN_PORT, 8000)")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="gateway processes on the one port (default: SRGAN_GATEWAY_WORKERS, 1; 0: one per two usable cores)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -52,16 +59,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
     s = get_settings()
     level = logging.getLogger().level
     _raise_open_files_limit()  # every waiting long-poll is an open socket
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host or s.host,
-        port=args.port or s.port,
-        access_log=args.access_log,
-        log_level="info" if level <= logging.INFO else "warning",
-        timeout_graceful_shutdown=10,
-    )
+    workers = gateway_processes(s.gateway_workers if args.workers is None else args.workers)
+    with _metrics_dir(workers):
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host or s.host,
+            port=args.port or s.port,
+            workers=workers,
+            access_log=args.access_log,
+            log_level="info" if level <= logging.INFO else "warning",
+            timeout_graceful_shutdown=10,
+        )
     return 0
+
+
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's limit)."""
+    import math
+    from pathlib import Path
+
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def gateway_processes(setting: int) -> int:
+    """``SRGAN_GATEWAY_WORKERS`` resolved: as given, or for 0 one per two usable cores (1 to 8)."""
+    if setting < 0:
+        raise SystemExit("error: --workers must be 0 (from the cores) or more")
+    return setting or max(1, min(8, usable_cores() // 2))
+
+
+@contextlib.contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """With several processes, a ``PROMETHEUS_MULTIPROC_DIR`` they all write to (made here unless one is set;
+    emptied at start either way, as prometheus_client requires), inherited by uvicorn's worker processes."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if workers <= 1:
+        yield
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="srgan-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for f in path.glob("*.db"):
+        f.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _raise_open_files_limit() -> None:
@@ -79,6 +135,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     s = get_settings()
     worker_args = ["--model", *args.model] if args.model else []
+    os.environ.setdefault("SRGAN_GATEWAY_WORKERS", "0")  # one gateway process per two cores unless told
     return run_stack(
         args.host or s.host,
         args.port or s.port,

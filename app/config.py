@@ -25,6 +25,12 @@ class Settings(ServiceSettings):
     # -- gateway -----------------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="gateway listen address (`0.0.0.0` in a container)")
     port: int = Field(8000, description="gateway listen port")
+    gateway_workers: int = Field(
+        1,
+        ge=0,
+        description="gateway processes `srgan serve` runs on the one port (metrics summed across them); 0: one per "
+        "two usable cores (CPU affinity and cgroup quota), at most 8 (`srgan up` and compose use 0)",
+    )
     max_upload_bytes: int = Field(50_000_000, ge=1, description="largest accepted request body (413 above)")
     max_output_pixels: int = Field(64_000_000, ge=1, description="largest output, width x height x scale^2 (422 above)")
     max_queue_depth: int = Field(100, ge=1, description="queued jobs beyond which uploads get 429 with Retry-After")

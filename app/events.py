@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import metrics
 from worker.retry import REDIS_DOWN, Backoff
 
 __all__ = ["JobEvents"]
@@ -112,6 +113,7 @@ class JobEvents:
         deadline = time.monotonic() + timeout
         w = self._watches.setdefault(job_id, _Watch())
         w.waiters += 1
+        metrics.LONG_POLL_WAITERS.inc()
         try:
             need = w.gen
             value = await self._read(w, read, need, deadline, max_age=0.0)
@@ -132,6 +134,7 @@ class JobEvents:
             return value
         finally:
             w.waiters -= 1
+            metrics.LONG_POLL_WAITERS.dec()
             if w.waiters == 0 and self._watches.get(job_id) is w:
                 del self._watches[job_id]
 

@@ -18,7 +18,7 @@ from app.admin import AdminGuard
 from app.auth import ClientGuard, ClientKeys
 from app.config import Settings, get_settings
 from app.guards import BodyGuard
-from app.metrics import MetricsMiddleware
+from app.metrics import GATEWAY_PROCESSES, MetricsMiddleware, process_exiting
 from app.openapi import document
 from app.routes import docs, health, jobs, models, training, ui, upscale
 from app.service import Gateway
@@ -41,11 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sender = WebhookSender(settings, gw.jobs, lambda rec: jobs.job_resource(rec, gw).model_dump_json().encode())
         await sender.start()
         log.info("gateway: queue %r on %s, storage %s", settings.queue, _redacted(settings.redis_url), settings.storage)
+        GATEWAY_PROCESSES.set(1)
         try:
             yield
         finally:
             await sender.close()
             await gw.close()
+            process_exiting()
 
     app = FastAPI(
         title="srgan-service",

@@ -2,11 +2,18 @@
 
 Names start with ``srgan_`` and carry their unit; labels are small fixed sets (route templates, not paths;
 model names; error codes). The worker's metrics are in ``worker/metrics.py`` on their own port.
+
+With several gateway processes (``srgan serve --workers N``) ``PROMETHEUS_MULTIPROC_DIR`` is set and every
+process writes its values there; whichever process answers a scrape sums them (``prometheus_client``'s
+multiprocess mode). Gauges read at scrape time say the same in every process (``mostrecent``); the long-poll
+waiters and the process count are per process and summed over the live ones (``livesum``).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -29,7 +36,10 @@ __all__ = [
     "CLIENT_REQUESTS",
     "CLIENT_AUTH_FAILURES",
     "WEBHOOK_DELIVERIES",
+    "GATEWAY_PROCESSES",
     "MetricsMiddleware",
+    "render",
+    "process_exiting",
     "route_template",
 ]
 
@@ -57,8 +67,12 @@ UPLOAD_BYTES = Histogram(
 )
 JOBS_ENQUEUED = Counter("srgan_jobs_enqueued_total", "Jobs accepted", ["model"])
 JOBS_REJECTED = Counter("srgan_jobs_rejected_total", "Uploads refused, by error code", ["code"])
-QUEUE_DEPTH = Gauge("srgan_queue_depth_jobs", "Jobs waiting in the queue (read at scrape time)")
-LIVE_WORKERS = Gauge("srgan_live_workers", "Workers with a fresh heartbeat (read at scrape time)")
+QUEUE_DEPTH = Gauge(
+    "srgan_queue_depth_jobs", "Jobs waiting in the queue (read at scrape time)", multiprocess_mode="mostrecent"
+)
+LIVE_WORKERS = Gauge(
+    "srgan_live_workers", "Workers with a fresh heartbeat (read at scrape time)", multiprocess_mode="mostrecent"
+)
 REGISTRY_ACTIONS = Counter(
     "srgan_registry_actions_total",
     "Admin actions on the model registry and training runs, "
@@ -70,9 +84,17 @@ ACTIVE_VERSION = Gauge(
     "srgan_registry_active_version",
     "Active registry version of each learned model (read at scrape time)",
     ["model", "scale"],
+    multiprocess_mode="mostrecent",
 )
-LONG_POLL_WAITERS = Gauge("srgan_long_poll_waiters", "Requests waiting on a job's end right now (read at scrape time)")
-TRAINING_QUEUE_DEPTH = Gauge("srgan_training_queue_depth_runs", "Training runs waiting (read at scrape time)")
+LONG_POLL_WAITERS = Gauge(
+    "srgan_long_poll_waiters", "Requests waiting on a job's change right now", multiprocess_mode="livesum"
+)
+TRAINING_QUEUE_DEPTH = Gauge(
+    "srgan_training_queue_depth_runs", "Training runs waiting (read at scrape time)", multiprocess_mode="mostrecent"
+)
+GATEWAY_PROCESSES = Gauge(
+    "srgan_gateway_processes", "Gateway processes serving this port (summed across them)", multiprocess_mode="livesum"
+)
 # Client keys (app/auth.py): a client is the first 12 hex digits of its key's sha256, never the key.
 CLIENT_REQUESTS = Counter(
     "srgan_client_requests_total", "Requests with a valid client key, by client (its key's short sha256)", ["client"]
@@ -85,6 +107,33 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook delivery attempts by outcome: `delivered`, `retry` (failed, tried again later), `failed` (given up)",
     ["outcome"],
 )
+
+
+def render() -> bytes:
+    """The exposition text of a scrape: this process's registry, or the sum over all gateway processes."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return generate_latest()
+    from prometheus_client import multiprocess
+
+    for f in Path(path).glob("gauge_live*_*.db"):  # a process killed without its shutdown still had its files
+        pid = f.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            multiprocess.mark_process_dead(int(pid), path)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def process_exiting() -> None:
+    """Drop this process's ``livesum`` gauges from the sum (those of a killed process are dropped at the next
+    scrape, see :func:`render`)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
 
 
 def route_template(scope: Scope) -> str:

@@ -57,9 +57,8 @@ async def readyz(gw: GatewayDep) -> schemas.Ready:
     responses={200: {"content": {"text/plain": {}}}},
 )
 def prometheus_metrics(gw: GatewayDep) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client import CONTENT_TYPE_LATEST
 
-    metrics.LONG_POLL_WAITERS.set(gw.events.waiters())
     try:
         metrics.QUEUE_DEPTH.set(gw.jobs.depth())
         metrics.LIVE_WORKERS.set(len(gw.live_workers(max_age_s=0)))
@@ -69,4 +68,4 @@ def prometheus_metrics(gw: GatewayDep) -> Response:
                 metrics.ACTIVE_VERSION.labels(row["name"], str(row["scale"])).set(row["version"])
     except Exception:  # metrics must answer even when Redis does not
         pass
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
