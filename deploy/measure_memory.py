@@ -62,7 +62,7 @@ def _gateway_imports_torch() -> bool:
 
 
 def main() -> None:
-    from app.bench_service import Stack, load_images, service_run
+    from app.bench_service import bench_stack, load_images, service_run
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="srresnet")
@@ -78,11 +78,9 @@ def main() -> None:
         "model": args.model,
         "runs": [],
     }
-    with Stack(
-        [args.model], None, env={"SRGAN_MAX_INPUT_PIXELS": str(4096 * 4096), "SRGAN_MAX_WAIT_S": "600"}
-    ) as stack:
-        _, worker, gateway = stack.procs
-        pids = {"gateway": gateway.pid, "worker": worker.pid}
+    env = {"SRGAN_MAX_INPUT_PIXELS": str(4096 * 4096), "SRGAN_MAX_WAIT_S": "600"}
+    with bench_stack([args.model], None, env=env) as stack:
+        pids = {"gateway": stack.gateway.pid, "worker": stack.workers[0].pid}
         out["idle_rss_mib"] = {k: mib(status_kb(pid, "VmRSS")) for k, pid in pids.items()}
         out["probe"] = probe_cost(stack.env)
         for size in args.size:

@@ -3,6 +3,7 @@ Dockerfile is linted (hadolint) and read for what matters (layers, user, healthc
 compose file is validated by docker-compose itself where it is installed, and both are checked against the
 code (real commands, real settings)."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -211,3 +212,16 @@ def test_dockerignore_sends_only_what_the_image_is_built_from():
         if ins == "COPY" and "--from" not in args:
             for src in args.split()[:-1]:
                 assert not _docker_ignored(src, patterns), src  # everything the Dockerfile copies is sent
+
+
+def test_the_memory_measurement_behind_the_requests_runs(tmp_path):
+    """deploy/measure_memory.py (what sized the Kubernetes requests) still runs against today's stack."""
+    out = subprocess.run(
+        [sys.executable, "deploy/measure_memory.py", "--model", "bicubic", "--size", "16", "--images", "2",
+         "--concurrency", "2"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["runs"][0]["failed"] == 0 and report["gateway_imports_torch"] is False
+    assert 0 < report["idle_rss_mib"]["gateway"] < report["peak_rss_mib"]["worker"]
