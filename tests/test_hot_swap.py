@@ -152,7 +152,8 @@ def test_swaps_under_load_lose_nothing_and_record_the_active_version(svc):
         for action, want in plan:
             t0 = time.time()
             if action == "promote":
-                r = admin.post("/v1/models/espcn/promote", json={"version": want, "by": "test"}, params={"wait": 10})
+                r = admin.post("/v1/models/espcn/promote", json={"version": want, "by": "test", "force": True},
+                               params={"wait": 10})  # fmt: skip
             else:
                 r = admin.post("/v1/models/espcn/rollback", json={"by": "test"}, params={"wait": 10})
             t1 = time.time()
@@ -261,8 +262,9 @@ def test_a_version_the_worker_cannot_load_leaves_the_old_one_serving(svc):
     assert metric(svc, "srgan_model_swaps_total", model="espcn", outcome="cached") >= 1
     assert metric(svc, "srgan_model_load_seconds_count", model="espcn") >= 2
     w = K.variant(svc["tmp"] / "damaged", noise=1e-4, seed=9)
-    r = admin.post(
+    r = admin.post(  # forced: this test is about damage after registration, not about the gate
         "/v1/models/espcn/versions",
+        data={"force": "true"},
         files={"weights": (w.name, w.read_bytes()), "card": ("c.json", w.with_suffix(".json").read_bytes())},
     )
     assert r.status_code == 201, r.text
@@ -272,7 +274,7 @@ def test_a_version_the_worker_cannot_load_leaves_the_old_one_serving(svc):
     blob[-8:] = bytes(8)  # the last tensor's bytes: the header still reads, the sha256 does not match
     path.write_bytes(bytes(blob))
     before = admin.get("/v1/models/espcn/versions").json()["active"]
-    r = admin.post("/v1/models/espcn/promote", json={"version": bad["version"]}, params={"wait": 1.5})
+    r = admin.post("/v1/models/espcn/promote", json={"version": bad["version"], "force": True}, params={"wait": 1.5})
     assert r.status_code == 200 and r.json()["active"] == bad["version"]
     rollout = r.json()["rollout"]
     assert not rollout["complete"] and list(rollout["workers"].values()) == [before]
