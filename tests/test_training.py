@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from model.zoo import SHIPPED_WEIGHTS_DIR, load_model
 from training.config import RECIPES_DIR, STAGES, TrainConfig, load_config
+from training.loop import train
 from training.losses import VGGWeightsMissing, hed_weights_path, load_vgg
-from training.trainer import Trainer, train
+from training.trainer import Trainer
 
 TINY = dict(steps=4, batch_size=2, crop=32, workers=0, progress=False, log_every=2, val_every=2, ckpt_every=2, lr=1e-3)
 SRRESNET = str(SHIPPED_WEIGHTS_DIR / "srresnet_x4.safetensors")
@@ -189,7 +190,7 @@ def test_shipped_recipes_load():
 
 
 def test_a_stopped_run_saves_a_checkpoint_and_resumes(photo_folder, tmp_path):
-    from training.trainer import TrainingStopped
+    from training.loop import TrainingStopped
 
     events = []
     cfg = tiny("espcn", photo_folder, tmp_path / "run", steps=6, ckpt_every=100, val=[])

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from training.config import load_config
-from training.trainer import LOG_POINTS, run_plan, val_line
+from training.loop import LOG_POINTS, run_plan, val_line
 
 
 def cfg(**kw):

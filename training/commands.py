@@ -102,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.trainer import TrainingStopped, train
+    from training.loop import TrainingStopped, train
 
     cfg = config_from_args(args)
     try:

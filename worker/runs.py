@@ -5,7 +5,7 @@ A run is a job on the training queue (``Settings.training_queue``) of the job st
 ``rq info`` shows it; its document is a :class:`~worker.records.TrainingRun` (what was asked, the latest step,
 losses, validation and sample grid, the registered version once finished). The gateway checks the request and
 enqueues it (:func:`enqueue_run`); a training worker (``srgan worker --queue training``) takes one run at a time
-and calls ``training.trainer.train`` in its own process.
+and calls ``training.loop.train`` in its own process.
 
 A finished run registers its exported weights as a new version (source ``trained``) whatever its gate score;
 with ``auto_promote`` it is promoted only if it passed the gate. ``DELETE`` cancels a queued run at once and a

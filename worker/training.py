@@ -147,7 +147,7 @@ class TrainingWorker:
     def _run(self, c: Claim) -> None:
         from model.registry import RegistryError
         from model.specs import NoWeightsError, UnknownModelError
-        from training.trainer import TrainingStopped, train
+        from training.loop import TrainingStopped, train
 
         run: TrainingRun = c.record.data  # type: ignore[assignment]
         out = self.runs_dir / c.id
