@@ -14,8 +14,9 @@ is, and with ``Prefer: wait`` (one request). The peers answer the POST with the 
 checked. For each server: images/s, latency p50/p99, the ratio to the engine alone in one process (the same
 images in batches of ``--batch``; "with codecs" adds the decode and PNG encode), the CPU ms per image of the
 server's whole process tree (``/proc/PID/stat``), split into the process that runs the engine and the rest (the
-serving side), and the failures. The servers run side by side; the rounds are interleaved (engine alone, then
-each server, in an order that rotates), and each row reports its median round.
+serving side), and the failures. The servers run side by side, the peers paused (SIGSTOP) while anything else is
+measured; the rounds are interleaved (engine alone, then each server, in an order that rotates), and each row
+reports its median round.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -226,7 +228,7 @@ def server_round(server, flow: str, files: list[Path], jobs: int, concurrency: i
 def run_regime(regime: str, args: argparse.Namespace, servers: list[str], log=print) -> dict:
     import torch
 
-    from app.bench_overhead import overhead_images
+    from app.bench_overhead import overhead_images, process_cpu_s
     from app.bench_service import load_images
     from app.peer_servers import SERVERS, THREADS_ENV
 
@@ -248,6 +250,8 @@ def run_regime(regime: str, args: argparse.Namespace, servers: list[str], log=pr
     log(f"{regime}: {model} x4, {len(images)} photos of {'x'.join(map(str, _size(images[0])))} px, {jobs} jobs a round, "
         f"{concurrency} clients, batch {args.batch}, {args.rounds} rounds; starting {', '.join(servers)} ...")  # fmt: skip
     started: dict = {}
+    threads: dict = {}
+    idle: dict[str, float] = {}
     rounds: dict[str, list[dict]] = {r: [] for r in ["engine", *rows]}
     try:
         for name in servers:
@@ -255,13 +259,25 @@ def run_regime(regime: str, args: argparse.Namespace, servers: list[str], log=pr
         for row in rows:  # warm-up: loads the engine, opens connections
             server, flow = ROWS[row]
             server_round(started[server], flow, files, min(jobs, 2 * concurrency), concurrency, cfg["client_procs"])
+        threads = {n: s.engine().get("threads") for n, s in started.items()}
+        # what each costs idle, all running; then only the one measured runs (ours cannot be paused)
+        cpu0, t0 = {n: sum(process_cpu_s(p) for p in s.root_pids()) for n, s in started.items()}, time.perf_counter()
+        time.sleep(3)
+        dt = time.perf_counter() - t0
+        idle = {n: 1e3 * (sum(process_cpu_s(p) for p in s.root_pids()) - cpu0[n]) / dt for n, s in started.items()}
+        for s in started.values():
+            s.pause(True)
         for r in range(args.rounds):
             eng = engine_round(model, args.batch, folder, min(jobs, 1000), env)
             rounds["engine"].append(eng)
             order = rows[r % len(rows) :] + rows[: r % len(rows)]
             for row in order:
                 server, flow = ROWS[row]
-                x = server_round(started[server], flow, files, jobs, concurrency, cfg["client_procs"])
+                started[server].pause(False)
+                try:
+                    x = server_round(started[server], flow, files, jobs, concurrency, cfg["client_procs"])
+                finally:
+                    started[server].pause(True)
                 x["ratio"] = x["images_per_s"] / eng["images_per_s"]
                 x["ratio_codecs"] = x["images_per_s"] / eng["codecs_images_per_s"]
                 rounds[row].append(x)
@@ -269,9 +285,13 @@ def run_regime(regime: str, args: argparse.Namespace, servers: list[str], log=pr
                 + ", ".join(f"{row} {rounds[row][-1]['images_per_s']:.2f}" for row in rows))  # fmt: skip
     finally:
         for s in started.values():
+            s.pause(False)
             s.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     result: dict = {"model": model, "images": len(images), "jobs": jobs, "concurrency": concurrency,
-                    "batch": args.batch, "rounds": args.rounds, "rows": {}}  # fmt: skip
+                    "batch": args.batch, "rounds": args.rounds, "rows": {},
+                    "idle_cpu_ms_per_s": idle,
+                    "engine_threads": threads}  # fmt: skip
     for row, xs in rounds.items():
         med = sorted(xs, key=lambda x: x["images_per_s"])[(len(xs) - 1) // 2]
         med = {**med, "rounds_images_per_s": [round(x["images_per_s"], 2) for x in xs]}
@@ -304,6 +324,8 @@ def table(result: dict) -> str:
         lat = x["latency_ms"]
         lines.append(f"{row:22} {x['images_per_s']:9.2f} {lat['p50']:8.1f} {lat['p99']:8.1f} {x['ratio']:9.2f} "
                      f"{x['ratio_codecs']:9.2f} {x['cpu_ms']:10.1f} {x['serving_cpu_ms']:8.1f} {x['failed']:6d}")  # fmt: skip
+    idle = ", ".join(f"{n} {v:.1f}" for n, v in result.get("idle_cpu_ms_per_s", {}).items())
+    lines.append(f"(CPU of the idle servers, ms per s: {idle}; paused while another is measured, except ours)")
     return "\n".join(lines)
 
 
