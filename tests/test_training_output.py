@@ -56,3 +56,27 @@ def test_srgan_train_espcn_50_steps_shows_validation_and_plots_points(photo_fold
     assert [r["step"] for r in losses] == list(range(5, 51, 5))  # ten points on the curve
     assert [r["step"] for r in rows if "val" in r] == [50]
     assert (out / "curves.png").stat().st_size > 0
+
+
+def test_cards_record_data_folders_without_this_machines_paths(tmp_path, monkeypatch):
+    from training.data import portable_folder
+
+    data = tmp_path / "shared" / "sr"
+    (data / "train" / "T91").mkdir(parents=True)
+    monkeypatch.setenv("SRGAN_DATA_DIR", str(data))
+    assert portable_folder(data / "train" / "T91") == "$SRGAN_DATA_DIR/train/T91"
+    assert portable_folder(data) == "$SRGAN_DATA_DIR"
+    monkeypatch.delenv("SRGAN_DATA_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert portable_folder(data / "train") == "shared/sr/train"
+    assert portable_folder("/elsewhere/photos") == "/elsewhere/photos"
+
+
+def test_no_shipped_card_names_an_absolute_data_folder():
+    import json
+
+    from model.zoo import SHIPPED_WEIGHTS_DIR
+
+    for card in SHIPPED_WEIGHTS_DIR.glob("*.json"):
+        folders = json.loads(card.read_text()).get("data", {}).get("folders", [])
+        assert not any(f.startswith("/") for f in folders), (card.name, folders)

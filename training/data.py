@@ -8,6 +8,7 @@ DataLoader workers or DDP processes sees exactly the batches a straight run woul
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,24 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from model.evaluate import IMAGE_SUFFIXES
 from model.imresize import imresize
 
-__all__ = ["scan_images", "RandomCrops", "StepSampler", "make_loader", "degrade"]
+__all__ = ["scan_images", "portable_folder", "RandomCrops", "StepSampler", "make_loader", "degrade"]
 
 log = logging.getLogger(__name__)
+
+
+def portable_folder(folder: str | Path) -> str:
+    """``folder`` as a model card records it, meaningful on another machine: under the shared data folder
+    (``$SRGAN_DATA_DIR``) as ``$SRGAN_DATA_DIR/<rest>``, under the working directory relative to it, else as
+    given."""
+    path = Path(folder).resolve()
+    data_dir = os.environ.get("SRGAN_DATA_DIR")
+    for root, prefix in ((data_dir, "$SRGAN_DATA_DIR"), (os.getcwd(), None)):
+        if root and path.is_relative_to(Path(root).resolve()):
+            rest = path.relative_to(Path(root).resolve()).as_posix()  # "." for the root itself
+            if prefix is None:
+                return rest
+            return prefix if rest == "." else f"{prefix}/{rest}"
+    return str(Path(folder))
 
 
 def scan_images(folders: list[str], min_size: int) -> tuple[list[Path], int]:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from training.config import TrainConfig
-from training.data import RandomCrops, StepSampler, make_loader, scan_images
+from training.data import RandomCrops, StepSampler, make_loader, portable_folder, scan_images
 from training.trainer import Trainer
 
 __all__ = ["train", "TrainingStopped", "LOG_POINTS", "run_plan", "val_line"]
@@ -100,7 +100,7 @@ def train(
     out = trainer.out
     paths, skipped = scan_images(cfg.data, cfg.crop)
     data_summary = {
-        "folders": [str(Path(f)) for f in cfg.data],
+        "folders": [portable_folder(f) for f in cfg.data],
         "images": len(paths),
         "skipped_smaller_than_crop": skipped,
     }
