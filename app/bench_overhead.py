@@ -179,33 +179,29 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))]
 
 
-def overhead_round(stack, metrics_url: str, files: list[Path], jobs: int, concurrency: int, procs: int,
-                   flow: str = "two-step") -> dict:  # fmt: skip
-    """One timed run of ``jobs`` jobs from ``procs`` client processes on a started stack."""
-    procs = max(1, min(procs, concurrency))
+def split(total: int, parts: int) -> list[int]:
+    """``total`` shared among ``parts`` as evenly as whole numbers allow."""
+    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+
+
+def start_clients(module: str, specs: list[dict]) -> list[subprocess.Popen]:
+    """One ``python -m MODULE client SPEC.json`` process per spec, each started and ready (it has connected and
+    waits for the word to go), so that none of their start-up is timed."""
     tmp = Path(tempfile.mkdtemp(prefix="srgan-bench-clients-"))
     children = []
-    for k in range(procs):
-        share = jobs // procs + (1 if k < jobs % procs else 0)
-        conc = concurrency // procs + (1 if k < concurrency % procs else 0)
-        spec = {"url": stack.url, "images": [str(f) for f in files], "jobs": share, "concurrency": conc, "scale": 4,
-                "flow": flow}  # fmt: skip
+    for k, spec in enumerate(specs):
         (tmp / f"client-{k}.json").write_text(json.dumps(spec))
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "app.bench_overhead", "client", str(tmp / f"client-{k}.json")],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        )
+        children.append(subprocess.Popen([sys.executable, "-m", module, "client", str(tmp / f"client-{k}.json")],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
     for c in children:
         if c.stdout is None or c.stdout.readline().strip() != "ready":
             raise RuntimeError("a benchmark client did not start")
-    pids = {"gateway": stack.gateway.pid, "worker": stack.workers[0].pid}
-    if stack.redis is not None:
-        pids["redis"] = stack.redis.pid
-    m0, cpu0 = _metrics(metrics_url), {k: process_cpu_s(p) for k, p in pids.items()}
+    return children
+
+
+def release_clients(children: list[subprocess.Popen]) -> tuple[list[dict], float]:
+    """Let the ready clients go together; their results (each one's last line of JSON) and the wall seconds from
+    the start until the last finished."""
     t0 = time.perf_counter()
     for c in children:
         assert c.stdin is not None
@@ -217,7 +213,21 @@ def overhead_round(stack, metrics_url: str, files: list[Path], jobs: int, concur
         if c.returncode != 0:
             raise RuntimeError(f"a benchmark client failed with status {c.returncode}")
         results.append(json.loads(out.strip().splitlines()[-1]))
-    wall = time.perf_counter() - t0
+    return results, time.perf_counter() - t0
+
+
+def overhead_round(stack, metrics_url: str, files: list[Path], jobs: int, concurrency: int, procs: int,
+                   flow: str = "two-step") -> dict:  # fmt: skip
+    """One timed run of ``jobs`` jobs from ``procs`` client processes on a started stack."""
+    procs = max(1, min(procs, concurrency))
+    specs = [{"url": stack.url, "images": [str(f) for f in files], "jobs": share, "concurrency": conc, "scale": 4,
+              "flow": flow} for share, conc in zip(split(jobs, procs), split(concurrency, procs), strict=True)]  # fmt: skip
+    children = start_clients("app.bench_overhead", specs)
+    pids = {"gateway": stack.gateway.pid, "worker": stack.workers[0].pid}
+    if stack.redis is not None:
+        pids["redis"] = stack.redis.pid
+    m0, cpu0 = _metrics(metrics_url), {k: process_cpu_s(p) for k, p in pids.items()}
+    results, wall = release_clients(children)
     cpu1, m1 = {k: process_cpu_s(p) for k, p in pids.items()}, _metrics(metrics_url)
     latencies = [x for r in results for x in r["latencies"]]
     errors = [e for r in results for e in r["errors"]]

@@ -178,35 +178,16 @@ def engine_round(model: str, batch: int, folder: Path, n: int, env: dict[str, st
 
 def server_round(server, flow: str, files: list[Path], jobs: int, concurrency: int, procs: int) -> dict:
     """``jobs`` requests from ``procs`` client processes to a started server: speed, latency, CPU per image."""
-    from app.bench_overhead import pct, process_cpu_s
+    from app.bench_overhead import pct, process_cpu_s, release_clients, split, start_clients
 
     procs = max(1, min(procs, concurrency))
-    tmp = Path(tempfile.mkdtemp(prefix="srgan-bench-clients-"))
-    children = []
-    for k in range(procs):
-        spec = {"flow": flow, "url": server.url, "model": server.model, "images": [str(f) for f in files], "scale": 4,
-                "jobs": jobs // procs + (k < jobs % procs), "concurrency": concurrency // procs + (k < concurrency % procs)}  # fmt: skip
-        (tmp / f"client-{k}.json").write_text(json.dumps(spec))
-        children.append(subprocess.Popen([sys.executable, "-m", "app.bench_servers", "client",
-                                          str(tmp / f"client-{k}.json")],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))  # fmt: skip
-    for c in children:
-        if c.stdout is None or c.stdout.readline().strip() != "ready":
-            raise RuntimeError("a benchmark client did not start")
+    specs = [{"flow": flow, "url": server.url, "model": server.model, "images": [str(f) for f in files], "scale": 4,
+              "jobs": share, "concurrency": conc}
+             for share, conc in zip(split(jobs, procs), split(concurrency, procs), strict=True)]  # fmt: skip
+    children = start_clients("app.bench_servers", specs)
     roots, engine_pid = server.root_pids(), server.engine()["pid"]
     cpu0, eng0 = sum(process_cpu_s(p) for p in roots), process_cpu_s(engine_pid)
-    t0 = time.perf_counter()
-    for c in children:
-        assert c.stdin is not None
-        c.stdin.write("go\n")
-        c.stdin.flush()
-    results = []
-    for c in children:
-        out, _ = c.communicate(timeout=3600)
-        if c.returncode != 0:
-            raise RuntimeError(f"a benchmark client failed with status {c.returncode}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    wall = time.perf_counter() - t0
+    results, wall = release_clients(children)
     cpu1, eng1 = sum(process_cpu_s(p) for p in roots), process_cpu_s(engine_pid)
     latencies = [x for r in results for x in r["latencies"]]
     errors = [e for r in results for e in r["errors"]]
