@@ -341,19 +341,8 @@ CLIENT_KEY, OTHER_KEY, ADMIN_KEY = "cli-key-" + "c" * 24, "cli-other-" + "o" * 2
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory):
-    db = ClaimedDB()
-    logs = tmp_path_factory.mktemp("client-keyed-logs")
-    env = service_env(db.url, f"ck{uuid.uuid4().hex[:6]}", api_keys=f"{CLIENT_KEY},{OTHER_KEY}", admin_key=ADMIN_KEY)
-    worker = start_worker(env, logs, ["bicubic"])
-    gateway, url = start_gateway(env, logs)
-    try:
-        wait_ready(url)
-        yield url
-    finally:
-        worker.stop()
-        gateway.stop()
-        db.release()
+def keyed(stack_factory):
+    return stack_factory(["bicubic"], api_keys=f"{CLIENT_KEY},{OTHER_KEY}", admin_key=ADMIN_KEY).url
 
 
 def test_the_client_sends_its_key_and_the_admin_key_where_each_belongs(keyed, tmp_path):

@@ -317,19 +317,8 @@ UI_KEY = "ui-client-key-" + "k" * 20
 
 
 @pytest.fixture(scope="module")
-def keyed_site(tmp_path_factory):
-    db = ClaimedDB()
-    logs = tmp_path_factory.mktemp("ui-keyed-logs")
-    env = service_env(db.url, f"uik{uuid.uuid4().hex[:6]}", api_keys=UI_KEY)
-    worker = start_worker(env, logs, ["bicubic"])
-    gateway, url = start_gateway(env, logs)
-    try:
-        wait_ready(url)
-        yield url
-    finally:
-        worker.stop()
-        gateway.stop()
-        db.release()
+def keyed_site(stack_factory):
+    return stack_factory(["bicubic"], api_keys=UI_KEY).url
 
 
 def test_a_keyed_gateway_asks_for_the_key_and_uses_it(browser, keyed_site, tmp_path):
