@@ -4,8 +4,10 @@ A request that waits on a job (``?wait=N``) registers with :class:`JobEvents` an
 :class:`asyncio.Event`; it holds no Redis connection and no thread while it waits. The listener task hears each
 job's end on the queue's channel and wakes that job's waiters, and all waiters of a job share one read of it:
 a read is joined by every waiter that needs a reading at least as new as the read's start. A thousand waiters on
-one job cost one read when it ends; waiters on many jobs cost one read per job. A periodic re-check (shared the
-same way) covers an announcement lost while the listener was reconnecting, and every reconnect wakes all waiters
+one job cost one read when it ends; waiters on many jobs cost one read per job. A caller that has just
+written the job (the upload route, with ``Prefer: wait``) passes that reading along with :meth:`JobEvents.mark`
+taken before it wrote: unless the job was announced (or the listener reconnected) since, it is not read again.
+A periodic re-check (shared the same way) covers an announcement lost while the listener was reconnecting, and every reconnect wakes all waiters
 to look once. While Redis is down, waiters keep waiting (retrying their read with backoff) until their deadline.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,8 @@ from app import metrics
 from worker.retry import REDIS_DOWN, Backoff
 
 __all__ = ["JobEvents"]
+
+_RECENT = 4096  # the jobs whose last announcement is remembered, for mark()
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,10 @@ class JobEvents:
         self._watches: dict[str, _Watch] = {}
         self._task: asyncio.Task | None = None
         self.connected = asyncio.Event()
+        self._seq = 0  # announcements (and reconnects) heard so far
+        self._recent: OrderedDict[str, int] = OrderedDict()  # job -> its last announcement's seq
+        self._forgotten = 0  # the latest seq dropped from _recent
+        self._reconnected = 0  # the seq at the last (re)subscription
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="srgan-job-events")
@@ -71,9 +80,24 @@ class JobEvents:
 
     def announce(self, job_id: str) -> None:
         """Wake the waiters of ``job_id`` (the listener calls it for each message; tests may too)."""
+        self._seq += 1
         w = self._watches.get(job_id)
         if w is not None:
             w.bump()
+        self._recent[job_id] = self._seq
+        self._recent.move_to_end(job_id)
+        if len(self._recent) > _RECENT:
+            self._forgotten = self._recent.popitem(last=False)[1]
+
+    def mark(self) -> int | None:
+        """Where the announcements stand, for :meth:`wait_until`'s ``since`` (None: not listening now)."""
+        return self._seq if self.connected.is_set() else None
+
+    def _unchanged_since(self, job_id: str, since: int | None) -> bool:
+        """Whether no announcement of ``job_id`` can have been heard or missed since ``mark()`` said ``since``."""
+        if since is None or not self.connected.is_set():
+            return False
+        return max(self._reconnected, self._forgotten, self._recent.get(job_id, 0)) <= since
 
     async def _listen(self) -> None:
         backoff = Backoff("gateway job-event listener", log, cap=2.0)
@@ -81,6 +105,8 @@ class JobEvents:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel, *self.others)
+                self._seq += 1
+                self._reconnected = self._seq
                 self.connected.set()
                 backoff.succeeded()
                 for w in list(self._watches.values()):
@@ -107,16 +133,22 @@ class JobEvents:
                     pass
 
     async def wait_until(self, job_id: str, timeout: float, read: Callable[[], Awaitable[Any]],
-                         done: Callable[[Any], bool], recheck_s: float = 5.0) -> Any:  # fmt: skip
+                         done: Callable[[Any], bool], recheck_s: float = 5.0, initial: Any = None,
+                         since: int | None = None) -> Any:  # fmt: skip
         """Re-``read`` the job whenever it changes until ``done(value)`` or ``timeout`` seconds pass; returns the
-        last reading. A Redis outage during the wait is waited out until the deadline, then raised."""
+        last reading. ``initial``: a reading the caller made after ``mark()`` returned ``since``, used as the first
+        reading unless the job was announced since. A Redis outage during the wait is waited out until the
+        deadline, then raised."""
         deadline = time.monotonic() + timeout
         w = self._watches.setdefault(job_id, _Watch())
         w.waiters += 1
         metrics.LONG_POLL_WAITERS.inc()
         try:
             need = w.gen
-            value = await self._read(w, read, need, deadline, max_age=0.0)
+            if initial is not None and self._unchanged_since(job_id, since):
+                value = initial
+            else:
+                value = await self._read(w, read, need, deadline, max_age=0.0)
             while not done(value):
                 left = deadline - time.monotonic()
                 if left <= 0:

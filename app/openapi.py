@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.auth import ClientKeys, needs_client_key
 from app.errors import DESCRIPTIONS, PROBLEM_MEDIA_TYPE
-from app.schemas import Problem
+from app.schemas import Problem, upscale_form_schema
 
 __all__ = ["document"]
 
@@ -67,6 +67,7 @@ def complete(spec: dict[str, Any], client_keys: bool) -> None:
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(problem.pop("$defs", {}))
     schemas["Problem"] = problem
+    schemas["UpscaleForm"] = upscale_form_schema()  # the upload route reads its form itself (app/routes/upscale.py)
     if client_keys:
         spec["components"].setdefault("securitySchemes", {})["ClientKey"] = {
             "type": "http",

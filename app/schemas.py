@@ -63,6 +63,51 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class UpscaleForm(BaseModel):
+    """The fields of ``POST /v1/upscale`` beside its ``file`` (multipart text, validated as FastAPI would a
+    ``Form()`` parameter: lax, so ``"4"`` is 4). The route validates them in one step (``app/routes/upscale.py``)."""
+
+    model_config = ConfigDict(extra="ignore", title="UpscaleForm")
+
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=120,
+        description="model name (its active version), or `name@version` to pin a registered version: its "
+        "number, or 6+ hex digits of its sha256 (default: SRGAN_DEFAULT_MODEL; an empty name is refused)",
+    )
+    scale: int | None = Field(None, ge=1, le=8, description="upscaling factor (default: 4)")
+    realism: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="0..1: blend the active `srresnet` (0, smooth, highest PSNR) and `srgan` (1, sharpest "
+        "textures) weights, rounded to 0.01; the job runs as `srgan` (leave out `model` or name `srgan`)",
+    )
+    format: Literal["png", "webp", "jpeg"] | None = Field(None, description="output format")
+    quality: int | None = Field(None, ge=1, le=100, description="WebP/JPEG quality")
+    callback_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="when the job ends (finished, failed, canceled), POST its JSON here, signed "
+        "(`Srgan-Signature`), retried with backoff; public http(s) addresses only",
+    )
+
+
+def upscale_form_schema() -> dict[str, Any]:
+    """The multipart body's JSON schema for the OpenAPI document: the image, then :class:`UpscaleForm`."""
+    schema = UpscaleForm.model_json_schema()
+    schema.pop("description", None)  # the class's docstring is for us
+    for field in schema["properties"].values():
+        field.pop("default", None)  # left out, a field is absent (None), which the wire cannot say
+    file = {"type": "string", "contentMediaType": "application/octet-stream", "title": "File",
+            "description": "the image: PNG, JPEG, WebP, BMP, TIFF or GIF"}  # fmt: skip
+    schema["properties"] = {"file": file, **schema["properties"]}
+    schema["required"] = ["file"]
+    return schema
+
+
 class InputInfo(BaseModel):
     format: str
     width: int

@@ -153,3 +153,64 @@ def test_an_outage_that_outlasts_the_wait_is_raised():
         pass
     else:
         raise AssertionError("the outage was not raised")
+
+
+def test_a_reading_made_after_mark_is_not_read_again_unless_the_job_was_announced_since():
+    """The upload route with ``Prefer: wait`` hands over the record it just wrote: no second read of a job nobody
+    announced, but a read (and so the end) for one whose end was heard between the mark and the wait, even while
+    another waiter was watching it, and for every job once the listener has reconnected (or is down)."""
+    ev = events()
+    ev.connected.set()
+    reads: list[str] = []
+
+    def reader(job: str, value: str):
+        async def read():
+            reads.append(job)
+            return value
+
+        return read
+
+    async def main():
+        mark = ev.mark()
+        quiet = asyncio.create_task(ev.wait_until("a", 30, reader("a", "finished"), lambda v: v == "finished",
+                                                  initial="queued", since=mark))  # fmt: skip
+        while ev.waiters() < 1:
+            await asyncio.sleep(0.001)
+        unread = "a" not in reads  # waiting on what the caller wrote, without a read of its own
+        ev.announce("a")
+        quiet = await quiet
+        ev.announce("b")  # b ended after the mark, before its wait began
+        ended = await ev.wait_until("b", 30, reader("b", "finished"), lambda v: v == "finished", initial="queued",
+                                    since=mark)  # fmt: skip
+        watcher = asyncio.create_task(ev.wait_until("c", 30, reader("c", "queued"), lambda v: v == "finished"))
+        while ev.waiters() < 1:
+            await asyncio.sleep(0.001)
+        mark = ev.mark()
+        ev.announce("c")  # heard while c had a waiter: it must still count for a later one
+        assert not ev._unchanged_since("c", mark) and ev._unchanged_since("a-job-never-announced", mark)
+        late = await ev.wait_until("c", 0.2, reader("c", "finished"), lambda v: v == "finished", initial="queued",
+                                   since=mark)  # fmt: skip
+        watcher.cancel()
+        ev.connected.clear()  # the listener is down: mark() cannot vouch for anything
+        assert ev.mark() is None
+        down = await ev.wait_until("d", 0.2, reader("d", "finished"), lambda v: v == "finished", initial="queued",
+                                   since=mark)  # fmt: skip
+        return unread, quiet, ended, late, down
+
+    unread, quiet, ended, late, down = asyncio.run(main())
+    assert unread and quiet == "finished" and reads.count("a") == 1  # one read: the end's
+    assert ended == "finished" and reads.count("b") == 1
+    assert late == "finished" and down == "finished" and "d" in reads
+
+
+def test_marks_forget_nothing_they_cannot_vouch_for():
+    """Past its memory of announcements (4,096 jobs), a mark older than what was forgotten reads again."""
+    ev = events()
+    ev.connected.set()
+    mark = ev.mark()
+    for i in range(5000):
+        ev.announce(f"job{i}")
+    assert not ev._unchanged_since("job0", mark)  # forgotten, but announced after the mark
+    assert not ev._unchanged_since("never-announced", mark)  # other jobs were forgotten: cannot vouch
+    assert ev._unchanged_since("never-announced", ev.mark())
+    assert not ev._unchanged_since("job4999", mark) and len(ev._recent) == 4096

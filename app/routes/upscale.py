@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
 
 from app import metrics, schemas
-from app.deps import ClientDep, GatewayDep, no_empty_form_fields
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
 from app.prefer import preferred_wait
 from app.results import result_response
@@ -98,6 +99,16 @@ def check_image(gw: Gateway, data: bytes, scale: int):
     return info
 
 
+_HEADERS = [  # documented by hand: the route reads its headers itself (below)
+    {"name": "idempotency-key", "in": "header", "required": False, "description": "same key + same bytes: the same job",
+     "schema": {"type": "string", "maxLength": 200, "title": "Idempotency-Key"}},
+    {"name": "prefer", "in": "header", "required": False,
+     "description": "`wait=N`: answer with the image if it is done within N s",
+     "schema": {"type": "string", "maxLength": 200, "title": "Prefer"}},
+]  # fmt: skip
+_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/UpscaleForm"}}}}
+
+
 @router.post(
     "/upscale",
     status_code=202,
@@ -110,7 +121,7 @@ def check_image(gw: Gateway, data: bytes, scale: int):
         },
         **responses(409, 413, 415, 422, 429, 503),
     },
-    dependencies=[no_empty_form_fields("model", "scale", "format", "quality", "callback_url", "realism")],
+    openapi_extra={"parameters": _HEADERS, "requestBody": _BODY},
     summary="Queue an image for upscaling",
     description="Multipart upload. Answers 202 with the job and a Location header; poll the job (or "
     "long-poll with `wait`), then fetch `links.result`. With `Prefer: wait=N` (RFC 7240; N capped by "
@@ -118,50 +129,18 @@ def check_image(gw: Gateway, data: bytes, scale: int):
     "otherwise (still running, or failed) the usual `202` job. `Preference-Applied: wait=N` says it waited. "
     "With `callback_url`, the job's JSON is POSTed there, signed, when it ends (see the README).",
 )
-async def upscale(
-    request: Request,
-    gw: GatewayDep,
-    client: ClientDep,
-    file: Annotated[UploadFile, File(description="the image: PNG, JPEG, WebP, BMP, TIFF or GIF")],
-    model: Annotated[
-        str | None,
-        Form(
-            description="model name (its active version), or `name@version` to pin a "
-            "registered version: its number, or 6+ hex digits of its "
-            "sha256 (default: SRGAN_DEFAULT_MODEL; an empty name is refused)",
-            min_length=1,
-            max_length=120,
-        ),
-    ] = None,
-    scale: Annotated[int | None, Form(ge=1, le=8, description="upscaling factor (default: 4)")] = None,
-    realism: Annotated[
-        float | None,
-        Form(
-            ge=0,
-            le=1,
-            description="0..1: blend the active `srresnet` (0, smooth, highest PSNR) and `srgan` (1, sharpest "
-            "textures) weights, rounded to 0.01; the job runs as `srgan` (leave out `model` or name `srgan`)",
-        ),
-    ] = None,
-    format: Annotated[Literal["png", "webp", "jpeg"] | None, Form(description="output format")] = None,
-    quality: Annotated[int | None, Form(ge=1, le=100, description="WebP/JPEG quality")] = None,
-    callback_url: Annotated[
-        str | None,
-        Form(
-            description="when the job ends (finished, failed, canceled), POST its JSON here, signed "
-            "(`Srgan-Signature`), retried with backoff; public http(s) addresses only",
-            min_length=1,
-            max_length=2000,
-        ),
-    ] = None,
-    idempotency_key: Annotated[
-        str | None, Header(max_length=200, description="same key + same bytes: the same job")
-    ] = None,
-    prefer: Annotated[
-        str | None, Header(max_length=200, description="`wait=N`: answer with the image if it is done within N s")
-    ] = None,
-) -> Response:
-    s = gw.settings
+async def upscale(request: Request) -> Response:
+    # The form and headers are read and validated here in one step, not as FastAPI parameters: per field, its
+    # dependency solving cost this route more CPU than the rest of its work (the overhead benchmark).
+    gw: Gateway = request.app.state.gateway
+    client: str | None = getattr(request.state, "client", None)
+    idempotency_key, prefer = _headers(request)
+    async with request.form(max_files=2, max_fields=32) as form:
+        fields, file = _form(form)
+        s = gw.settings
+        data = await file.read(s.max_upload_bytes + 1)
+    model, scale, realism = fields.model, fields.scale, fields.realism
+    format, quality, callback_url = fields.format, fields.quality, fields.callback_url
     scale = scale or s.default_scale
     if realism is not None:
         realism = check_realism(gw, model, scale, realism)
@@ -169,9 +148,9 @@ async def upscale(
     name, scale, pin, _ = resolve_model(gw, model or s.default_model, scale)
     if callback_url is not None:
         await check_callback(gw, callback_url)
-    data = await file.read(s.max_upload_bytes + 1)
     if len(data) > s.max_upload_bytes:
         raise reject(413, "upload_too_large", f"the upload is larger than {s.max_upload_bytes:,} bytes")
+    mark = gw.events.mark()  # before the job exists: its end cannot have been announced earlier
     # Header checks, hashing and the Redis round trips (rq is synchronous) in one hand-off to the thread pool.
     rec, created, position = await run_in_threadpool(
         accept,
@@ -195,18 +174,61 @@ async def upscale(
         headers["Idempotent-Replayed"] = "true"
     wait = preferred_wait(prefer, s.max_wait_s)
     if wait is not None:
-        return await waited(gw, request, rec, wait, position, headers)
+        return await waited(gw, request, rec, wait, position, headers, mark)
     return json_response(job_resource(rec, gw, position), 202, headers)
 
 
+_TEXT = tuple(schemas.UpscaleForm.model_fields)
+
+
+def _form(form: FormData) -> tuple[schemas.UpscaleForm, UploadFile]:
+    """The form's fields and its file, or a 422 naming each invalid field (as FastAPI words them). An empty
+    field is refused: a browser sends one for an untouched input, and ``model=""`` must not mean the default."""
+    empty = [n for n in _TEXT if "" in form.getlist(n)]
+    if empty:
+        raise RequestValidationError([{"type": "string_too_short", "loc": ("body", n),
+                                       "msg": "empty: leave it out for the default"} for n in empty])  # fmt: skip
+    errors: list[dict] = []
+    fields = None
+    try:
+        fields = schemas.UpscaleForm.model_validate({n: v for n in _TEXT if (v := form.get(n)) is not None})
+    except ValidationError as e:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
+    file = form.get("file")
+    if file is None:
+        errors.append({"type": "missing", "loc": ("body", "file"), "msg": "Field required"})
+    elif not isinstance(file, UploadFile):
+        errors.append({"type": "value_error", "loc": ("body", "file"), "msg": "Expected a file, received text"})
+    if errors or fields is None or not isinstance(file, UploadFile):
+        raise RequestValidationError(errors)
+    return fields, file
+
+
+def _headers(request: Request) -> tuple[str | None, str | None]:
+    """``Idempotency-Key`` and ``Prefer`` (200 characters at most, or a 422)."""
+    values = request.headers.get("idempotency-key"), request.headers.get("prefer")
+    long = [n for n, v in zip(("idempotency-key", "prefer"), values, strict=True) if v is not None and len(v) > 200]
+    if long:
+        raise RequestValidationError([{"type": "string_too_long", "loc": ("header", n),
+                                       "msg": "String should have at most 200 characters"} for n in long])  # fmt: skip
+    return values
+
+
 async def waited(gw: Gateway, request: Request, rec: JobRecord, wait: float, position: int | None,
-                 headers: dict[str, str]) -> Response:  # fmt: skip
-    """``Prefer: wait=N``: the image if the job finishes within ``wait`` s, else the job as it is then (202)."""
+                 headers: dict[str, str], mark: int | None) -> Response:  # fmt: skip
+    """``Prefer: wait=N``: the image if the job finishes within ``wait`` s, else the job as it is then (202).
+    ``rec`` was read (or written) after ``gw.events.mark()`` returned ``mark``: it is not read again unless
+    the job's end was announced since."""
     headers = {**headers, "Preference-Applied": f"wait={wait:g}", "Vary": "Prefer"}
     result = None
     if not rec.terminal:  # an idempotent replay may have ended already
         ended, result = await gw.events.wait_until(
-            rec.id, wait, lambda: gw.jobs.aget(rec.id, True), lambda v: v[0] is None or v[0].terminal
+            rec.id,
+            wait,
+            lambda: gw.jobs.aget(rec.id, True),
+            lambda v: v[0] is None or v[0].terminal,
+            initial=(rec, None),
+            since=mark,
         )
         rec = ended or rec
     elif rec.status == "finished":
