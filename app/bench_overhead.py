@@ -274,7 +274,7 @@ def run_overhead_bench(args: argparse.Namespace, log=print) -> dict:
         files.append(tmp / f"{i:03d}.png")
         files[-1].write_bytes(b)
     code = Path(args.code).resolve() if args.code else None
-    env = {"PYTHONPATH": str(code)} if code else None
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, (str(code), os.environ.get("PYTHONPATH"))))} if code else None
     stack = bench_stack(["bicubic"], args.batch_jobs, env, cwd=code)
     log(
         f"overhead: {args.jobs} bicubic x4 jobs ({len(images)} photos, {args.min_size}-{args.max_size} px, PNG), "
