@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
 
 from app import metrics, schemas
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
+from app.forms import Part, parse_form
 from app.prefer import preferred_wait
 from app.results import result_response
 from app.routes.jobs import IMAGE, job_resource, json_response
@@ -131,14 +131,13 @@ _BODY = {"required": True, "content": {"multipart/form-data": {"schema": {"$ref"
 )
 async def upscale(request: Request) -> Response:
     # The form and headers are read and validated here in one step, not as FastAPI parameters: per field, its
-    # dependency solving cost this route more CPU than the rest of its work (the overhead benchmark).
+    # dependency solving cost this route more CPU than the rest of its work (the overhead benchmark); the body
+    # is bounded before it is read (app/guards.py) and split whole (app/forms.py).
     gw: Gateway = request.app.state.gateway
     client: str | None = getattr(request.state, "client", None)
     idempotency_key, prefer = _headers(request)
-    async with request.form(max_files=2, max_fields=32) as form:
-        fields, file = _form(form)
-        s = gw.settings
-        data = await file.read(s.max_upload_bytes + 1)
+    fields, data = _form(parse_form(await request.body(), request.headers.get("content-type")))
+    s = gw.settings
     model, scale, realism = fields.model, fields.scale, fields.realism
     format, quality, callback_url = fields.format, fields.quality, fields.callback_url
     scale = scale or s.default_scale
@@ -181,27 +180,25 @@ async def upscale(request: Request) -> Response:
 _TEXT = tuple(schemas.UpscaleForm.model_fields)
 
 
-def _form(form: FormData) -> tuple[schemas.UpscaleForm, UploadFile]:
-    """The form's fields and its file, or a 422 naming each invalid field (as FastAPI words them). An empty
-    field is refused: a browser sends one for an untouched input, and ``model=""`` must not mean the default."""
-    empty = [n for n in _TEXT if "" in form.getlist(n)]
+def _form(parts: dict[str, list[Part]]) -> tuple[schemas.UpscaleForm, bytes]:
+    """The form's fields and its file, or a 422 naming each invalid field (as FastAPI words them); of a field
+    sent twice, the last. An empty field is refused: a browser sends one for an untouched input, and
+    ``model=""`` must not mean the default."""
+    empty = [n for n in _TEXT if any(not p.data for p in parts.get(n, ()))]
     if empty:
         raise RequestValidationError([{"type": "string_too_short", "loc": ("body", n),
                                        "msg": "empty: leave it out for the default"} for n in empty])  # fmt: skip
     errors: list[dict] = []
     fields = None
     try:
-        fields = schemas.UpscaleForm.model_validate({n: v for n in _TEXT if (v := form.get(n)) is not None})
+        fields = schemas.UpscaleForm.model_validate({n: parts[n][-1].text() for n in _TEXT if n in parts})
     except ValidationError as e:
         errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
-    file = form.get("file")
-    if file is None:
+    if "file" not in parts:
         errors.append({"type": "missing", "loc": ("body", "file"), "msg": "Field required"})
-    elif not isinstance(file, UploadFile):
-        errors.append({"type": "value_error", "loc": ("body", "file"), "msg": "Expected a file, received text"})
-    if errors or fields is None or not isinstance(file, UploadFile):
+    if errors or fields is None:
         raise RequestValidationError(errors)
-    return fields, file
+    return fields, parts["file"][-1].data
 
 
 def _headers(request: Request) -> tuple[str | None, str | None]:
