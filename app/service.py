@@ -49,6 +49,7 @@ class Gateway:
         self.events = JobEvents(self.aredis, self.jobs.keys.events,
                                 {self.registry.pointer.channel: lambda _: self.invalidate_catalog()})  # fmt: skip
         self._catalog: tuple[float, list[dict]] | None = None
+        self._refreshing = threading.Lock()
         self._workers: tuple[float, dict[str, WorkerInfo]] | None = None
 
     async def start(self) -> None:
@@ -66,13 +67,29 @@ class Gateway:
     # -- models ------------------------------------------------------------------------------------------
     def catalog(self) -> list[dict]:
         """Every servable (model, scale) with its active version and every version's sha256 (the registry's
-        catalog); re-read after a promotion (registry channel) or a registration, and at least every 30 s."""
+        catalog); re-read after a promotion (registry channel) or a registration, and at least every 30 s. The
+        periodic re-read runs in a thread while requests keep the one they have: reading the cards takes tens
+        of ms, which the event loop (every request in flight) would otherwise wait for."""
         now = time.monotonic()
         cached = self._catalog
-        if cached is None or now - cached[0] > 30:
-            cached = (now, self.registry.catalog())
-            self._catalog = cached
+        if cached is None:
+            cached = self._catalog = (now, self.registry.catalog())
+        elif now - cached[0] > 30 and self._refreshing.acquire(blocking=False):  # one re-read at a time
+            threading.Thread(target=self._refresh, name="srgan-catalog", daemon=True).start()
         return cached[1]
+
+    def _refresh(self) -> None:
+        seen = self._catalog
+        try:
+            fresh = (time.monotonic(), self.registry.catalog())
+            if self._catalog is seen:  # not invalidated meanwhile (the next request reads it then)
+                self._catalog = fresh
+        except Exception as e:  # the old one serves on; the next try in 5 s
+            log.warning("gateway: cannot re-read the model catalog (%s)", e)
+            if seen is not None and self._catalog is seen:
+                self._catalog = (time.monotonic() - 25, seen[1])
+        finally:
+            self._refreshing.release()
 
     def invalidate_catalog(self) -> None:
         self._catalog = None
