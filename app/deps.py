@@ -1,4 +1,7 @@
-"""Route dependencies as ``Annotated`` aliases (as in fastapi/full-stack-fastapi-template ``api/deps.py``)."""
+"""Route dependencies as ``Annotated`` aliases (as in fastapi/full-stack-fastapi-template ``api/deps.py``), and
+the same as plain calls for the routes every job goes through (:func:`gateway_of`, :func:`client_of`): FastAPI
+solves each dependency with a pass of its own over the request (path, query, headers, cookies), which cost
+those routes more CPU than their own work did (the overhead benchmark)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,20 @@ from app.config import Settings
 from app.service import Gateway
 
 
+def gateway_of(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def client_of(request: Request) -> str | None:
+    """The caller's client id (12 hex digits of its key's sha256, set by :class:`app.auth.ClientGuard`), or
+    None in open mode."""
+    return getattr(request.state, "client", None)
+
+
 # async (though they do no I/O): FastAPI runs a plain ``def`` dependency in the thread pool, a hand-off per
 # dependency per request.
 async def get_gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
+    return gateway_of(request)
 
 
 async def get_settings(request: Request) -> Settings:
@@ -22,9 +35,7 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_client(request: Request) -> str | None:
-    """The caller's client id (12 hex digits of its key's sha256, set by :class:`app.auth.ClientGuard`), or
-    None in open mode."""
-    return getattr(request.state, "client", None)
+    return client_of(request)
 
 
 def no_empty_form_fields(*names: str):

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app import schemas
-from app.deps import ClientDep, GatewayDep
+from app.deps import ClientDep, GatewayDep, client_of, gateway_of
 from app.errors import ApiError, responses
 from app.results import matches, result_response
 from app.service import Gateway
@@ -166,8 +166,8 @@ async def list_jobs(
     "answer>` as well, answer as soon as anything but its queue position changes (status, progress, attempts, "
     "webhook), or `304` after N s: a long-poll that follows progress without polling.",
 )
-async def get_job(job_id: str, request: Request, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0
-                  ) -> Response:  # fmt: skip
+async def get_job(job_id: str, request: Request, wait: WaitParam = 0.0) -> Response:
+    gw, client = gateway_of(request), client_of(request)
     unless = request.headers.get("if-none-match")
     rec, _ = await _read(gw, job_id, client, wait, unless=unless)
     etag = state_etag(rec)
@@ -207,9 +207,8 @@ RESULT_DESCRIPTION = (
     summary="The upscaled image, once the job has finished",
     description=RESULT_DESCRIPTION,
 )
-async def get_result(job_id: str, request: Request, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0
-                     ) -> Response:  # fmt: skip
-    return await _result(job_id, request, gw, client, wait)
+async def get_result(job_id: str, request: Request, wait: WaitParam = 0.0) -> Response:
+    return await _result(job_id, request, wait)
 
 
 @router.head(
@@ -219,14 +218,12 @@ async def get_result(job_id: str, request: Request, gw: GatewayDep, client: Clie
     summary="The result's headers (size, ETag, type) without its bytes",
     description=RESULT_DESCRIPTION,
 )
-async def head_result(job_id: str, request: Request, gw: GatewayDep, client: ClientDep, wait: WaitParam = 0.0
-                      ) -> Response:  # fmt: skip
-    return await _result(job_id, request, gw, client, wait, head=True)
+async def head_result(job_id: str, request: Request, wait: WaitParam = 0.0) -> Response:
+    return await _result(job_id, request, wait, head=True)
 
 
-async def _result(job_id: str, request: Request, gw: Gateway, client: str | None, wait: float, head: bool = False
-                  ) -> Response:  # fmt: skip
-    rec, data = await _read(gw, job_id, client, wait, with_result=True)
+async def _result(job_id: str, request: Request, wait: float, head: bool = False) -> Response:
+    rec, data = await _read(gateway_of(request), job_id, client_of(request), wait, with_result=True)
     job: UpscaleJob = rec.data  # type: ignore[assignment]
     if rec.status == "failed":
         code, message = (job.error.code, job.error.message) if job.error else ("failed", "the job failed")

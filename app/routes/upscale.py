@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics, schemas
+from app.deps import client_of, gateway_of
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
 from app.forms import Part, parse_form
 from app.prefer import preferred_wait
@@ -133,8 +134,7 @@ async def upscale(request: Request) -> Response:
     # The form and headers are read and validated here in one step, not as FastAPI parameters: per field, its
     # dependency solving cost this route more CPU than the rest of its work (the overhead benchmark); the body
     # is bounded before it is read (app/guards.py) and split whole (app/forms.py).
-    gw: Gateway = request.app.state.gateway
-    client: str | None = getattr(request.state, "client", None)
+    gw, client = gateway_of(request), client_of(request)
     idempotency_key, prefer = _headers(request)
     fields, data = _form(parse_form(await request.body(), request.headers.get("content-type")))
     s = gw.settings
