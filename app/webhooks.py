@@ -149,7 +149,10 @@ class WebhookSender:
         self._name = f"{socket.gethostname()}:{os.getpid()}"
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="srgan-webhooks")
+        """Start delivering; without SRGAN_WEBHOOK_SECRET this gateway takes no callback URL and sends nothing
+        (gateways that have the secret deliver), so it does not look for due deliveries four times a second."""
+        if self.settings.webhook_secret is not None:
+            self._task = asyncio.create_task(self._run(), name="srgan-webhooks")
 
     async def close(self) -> None:
         """Stop; deliveries in flight are cut off, and their claims lapse to whoever looks next."""

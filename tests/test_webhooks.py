@@ -228,3 +228,22 @@ def test_private_and_loopback_callbacks_are_refused_unless_allowed(stack_factory
     # Without a secret nothing is signed, so nothing is sent: refused at the door.
     _, url = st.add_gateway(webhook_secret="")
     assert_error(submit(st, "https://8.8.8.8/hooks", gateway=url), 422, "webhooks_disabled")
+
+
+def test_only_a_gateway_with_the_secret_looks_for_due_deliveries():
+    """Without SRGAN_WEBHOOK_SECRET a gateway takes no callback_url (422 webhooks_disabled) and delivers
+    nothing, so it does not poll the webhook queue either; with it, the delivery loop runs."""
+    import asyncio
+
+    from app.config import Settings
+    from app.webhooks import WebhookSender
+
+    async def started(secret: str | None) -> bool:
+        sender = WebhookSender(Settings(webhook_secret=secret), None, lambda rec: b"")  # type: ignore[arg-type]
+        await sender.start()
+        running = sender._task is not None
+        await sender.close()
+        return running
+
+    assert asyncio.run(started(None)) is False
+    assert asyncio.run(started("s3cret-s3cret-s3cret")) is True
