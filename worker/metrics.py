@@ -46,6 +46,7 @@ __all__ = [
     "MODEL_LOAD_SECONDS",
     "ACTIVE_VERSION",
     "STAGE_CPU",
+    "ENGINE_CPU",
     "stage_cpu",
     "TRAINING_RUNS",
     "TRAINING_STEP",
@@ -147,7 +148,7 @@ class stage_cpu:  # noqa: N801 (used as a context manager, like a function)
 
 
 _STAGES = {s: STAGE_CPU.labels(s) for s in ("claim", "decode", "engine", "encode", "store", "progress")}
-ENGINE_CPU = _STAGES["engine"]
+ENGINE_CPU = _STAGES["engine"]  # the pipeline adds to it once per engine call
 
 
 def count_output(model: str, height: int, width: int) -> None:
