@@ -336,8 +336,11 @@ class Upscaler:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = _DTYPES[self.precision]
         try:
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                return self.net(x)
+            with torch.inference_mode():
+                if dtype == torch.float32 and not torch.is_autocast_enabled(self.device.type):
+                    return self.net(x)  # what autocast(enabled=False) would run: skip its enter and exit per batch
+                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    return self.net(x)
         except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
             if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
                 raise _OutOfMemory() from None

@@ -27,6 +27,7 @@ __all__ = [
     "UnsupportedImageError",
     "ImageInfo",
     "probe",
+    "probe_open",
     "read_source",
     "open_image",
     "png_header",
@@ -156,7 +157,12 @@ def open_image(data: bytes) -> Image.Image:
 
 def probe(source: bytes | str | Path | BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Read format, size and mode from the header; refuse empty or too large images. Decodes nothing."""
-    data = read_source(source)
+    return probe_open(read_source(source), max_pixels)[0]
+
+
+def probe_open(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[ImageInfo, Image.Image]:
+    """:func:`probe` of ``data``, and the opened (not yet loaded) image it read the header from: a decoder
+    goes on from there instead of opening the upload a second time."""
     header = png_header(data)
     if header and (header[0] == 0 or header[1] == 0):  # Pillow would not even open it
         raise EmptyImageError(f"the image has no pixels ({header[0]}x{header[1]})")
@@ -179,4 +185,4 @@ def probe(source: bytes | str | Path | BinaryIO, max_pixels: int | None = DEFAUL
         raise TooManyPixelsError(f"the image has {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
     if info.mode in _UNSUPPORTED_MODES:
         raise UnsupportedImageError(_UNSUPPORTED_MODES[info.mode])
-    return info
+    return info, im

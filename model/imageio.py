@@ -37,8 +37,8 @@ from model.imageinfo import (
     NotAnImageError,
     TooManyPixelsError,
     UnsupportedImageError,
-    open_image,
     probe,
+    probe_open,
     read_source,
 )
 from model.imresize import imresize
@@ -86,10 +86,9 @@ class DecodedImage:
 def decode(source: bytes | str | Path | BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode an image for the engine (first frame of animations, EXIF orientation applied)."""
     data = read_source(source)
-    info = probe(data, max_pixels)
+    info, im = probe_open(data, max_pixels)  # the header's image is decoded on: the upload is opened once
     if info.mode in PNG16_MODES.values():
         return _decode_png16(data, info)
-    im = open_image(data)
     try:
         im.load()
         icc = im.info.get("icc_profile")

@@ -220,6 +220,20 @@ def test_to_host_mixed_batch():
     assert q.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_to_host_nchw_batch_comes_back_nhwc():
+    """Interpolation's matmuls write NCHW: the uint8 result is still NHWC in memory (the encoder's HWC view of it
+    is then free), with the same numbers."""
+    from model.accel import to_host
+
+    y = torch.rand(2, 3, 5, 7) * 1.4 - 0.2
+    q, f, _ = to_host(y.clone(), u8=True, f32=True)
+    assert q is not None and f is not None
+    assert torch.equal(q, y.clamp(0, 1).mul(255).round().to(torch.uint8)) and torch.equal(f, y.clamp(0, 1))
+    assert q.is_contiguous(memory_format=torch.channels_last)
+    out = Upscaler(load_model("bicubic", 4), tile=0).upscale([torch.randint(0, 256, (3, 9, 11), dtype=torch.uint8)])
+    assert out[0].permute(1, 2, 0).is_contiguous()
+
+
 def test_small_networks_get_large_tiles_and_their_exact_receptive_radius():
     from model.engine import default_tile, receptive_radius
 

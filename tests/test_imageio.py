@@ -36,6 +36,15 @@ def _png_with_header(width: int, height: int) -> bytes:
     )
 
 
+def test_decode_opens_the_upload_once(monkeypatch):
+    """The header read by the probe is decoded on: the upload is not opened a second time."""
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **kw: opened.append(1) or real_open(*a, **kw))
+    d = decode(_save(Image.fromarray(PHOTO), "PNG"))
+    assert len(opened) == 1 and np.array_equal(d.rgb.permute(1, 2, 0).numpy(), PHOTO)
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"])
 def test_formats_decode_to_rgb_uint8(fmt):
     im = Image.fromarray(PHOTO)

@@ -10,7 +10,6 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 from rq.job import Job
-from rq.utils import utcparse
 
 from model.clock import utcnow
 from worker.jobbase import _DOC, Claim, StoreBase, _after, _fmt, _parse_time, _score
@@ -57,18 +56,19 @@ class JobEnds(StoreBase):
             ],
         )
         claims = []
+        started = _parse_time(now.encode())
         for row in rows:
-            jid, token, doc, created, enqueued = (x.decode() if x else "" for x in row[:5])
+            token = (row[1] or b"").decode()
             record = JobRecord(
-                id=jid,
+                id=(row[0] or b"").decode(),
                 queue=self.name,
                 status="started",
-                created_at=_parse_time(created.encode()),
-                enqueued_at=_parse_time(enqueued.encode()),
-                started_at=utcparse(now),
+                created_at=_parse_time(row[3]),
+                enqueued_at=_parse_time(row[4]),
+                started_at=started,
                 attempts=int(token.rsplit(" ", 1)[1]),
                 worker=worker,
-                data=_DOC.validate_json(doc),
+                data=_DOC.validate_json(row[2] or b""),
             )
             claims.append(Claim(record, token, row[5] if len(row) > 5 else None))
         if claims and not self._input_prefix:  # uploads not in Redis: read them here
@@ -157,36 +157,49 @@ class JobEnds(StoreBase):
             for c, _, result in items:  # the file exists before the job says finished
                 if result is not None:
                     self.storage.put("result", c.id, result, self.result_ttl_s)
+        # What is the same for every job of the call is made once: the times, the keys not named by a job.
+        expires, ended, score, ts = (
+            _after(now, self.result_ttl_s),
+            _fmt(now),
+            _score(self.result_ttl_s),
+            now.timestamp(),
+        )
+        field = "output" if ok else "error"
+        counter_key = worker_key if counter else ""
+        progress = "1" if ok else ""
+        inflight: dict[str, str] = {}
         calls = []
         for c, detail, result in items:
-            update: dict[str, Any] = {"expires_at": _after(now, self.result_ttl_s)}
-            update["output" if ok else "error"] = detail
-            c.record.data = doc = c.record.data.model_copy(update=update)
+            c.record.data = doc = c.record.data.model_copy(update={"expires_at": expires, field: detail})
             result_key = self.storage.redis_key("result", c.id) if result is not None else None
+            worker = c.record.worker or "-"
+            claim_list = inflight.get(worker)
+            if claim_list is None:
+                claim_list = inflight[worker] = self.keys.inflight(worker)
             keys = [
                 self.keys.claim(c.id),
                 Job.key_for(c.id),
-                self.keys.inflight(c.record.worker or "-"),
+                claim_list,
                 registry,
                 self.storage.redis_key("input", c.id) or "",
                 result_key or "",
-                worker_key if counter else "",
+                counter_key,
                 self.keys.webhooks if getattr(doc, "callback_url", None) else "",
             ]
             args = [
                 c.token if fenced else "",
                 status,
-                _fmt(now),
+                ended,
                 doc.model_dump_json(),
                 self.result_ttl_s,
-                _score(self.result_ttl_s),
+                score,
                 result if result_key else b"",
                 self.result_ttl_s,
                 c.id,
                 self.keys.events,
                 counter or "",
-                "1" if ok else "",
-                now.timestamp(),
+                progress,
+                ts,
             ]
             calls.append((keys, args))
         done = [bool(x) for x in self._run_script_many("END", calls)]

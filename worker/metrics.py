@@ -26,6 +26,8 @@ __all__ = [
     "TILES",
     "OUTPUT_PIXELS",
     "count_output",
+    "per_model",
+    "ModelSeries",
     "INFERENCE_SECONDS",
     "ENCODE_SECONDS",
     "DECODE_SECONDS",
@@ -44,6 +46,7 @@ __all__ = [
     "MODEL_LOAD_SECONDS",
     "ACTIVE_VERSION",
     "STAGE_CPU",
+    "ENGINE_CPU",
     "stage_cpu",
     "TRAINING_RUNS",
     "TRAINING_STEP",
@@ -145,11 +148,38 @@ class stage_cpu:  # noqa: N801 (used as a context manager, like a function)
 
 
 _STAGES = {s: STAGE_CPU.labels(s) for s in ("claim", "decode", "engine", "encode", "store", "progress")}
+ENGINE_CPU = _STAGES["engine"]  # the pipeline adds to it once per engine call
 
 
 def count_output(model: str, height: int, width: int) -> None:
     """One result of ``height`` x ``width`` pixels produced by ``model`` (per-model throughput in pixels)."""
-    OUTPUT_PIXELS.labels(model).inc(height * width)
+    per_model(model).output_pixels.inc(height * width)
+
+
+class ModelSeries:
+    """The labelled children of the per-job series of one model, looked up once (``labels()`` validates and
+    locks on every call: several times per job otherwise)."""
+
+    __slots__ = ("queue_wait", "processing", "end_to_end", "finished", "tiles", "output_pixels")
+
+    def __init__(self, model: str):
+        self.queue_wait = QUEUE_WAIT.labels(model)
+        self.processing = PROCESSING.labels(model)
+        self.end_to_end = END_TO_END.labels(model)
+        self.finished = JOBS_FINISHED.labels(model)
+        self.tiles = TILES.labels(model)
+        self.output_pixels = OUTPUT_PIXELS.labels(model)
+
+
+_MODEL_SERIES: dict[str, ModelSeries] = {}
+
+
+def per_model(model: str) -> ModelSeries:
+    """:class:`ModelSeries` of ``model`` (these series' children are never removed, so they can be kept)."""
+    series = _MODEL_SERIES.get(model)
+    if series is None:
+        series = _MODEL_SERIES.setdefault(model, ModelSeries(model))
+    return series
 
 
 class Nvml:

@@ -108,7 +108,7 @@ class BatchPipeline:
                 t.error = JobError(code="input_expired", message="the upload expired before a worker could process it")
             enqueued = t.claim.record.enqueued_at
             if enqueued is not None:
-                M.QUEUE_WAIT.labels(t.job.model).observe(max(0.0, (now - enqueued).total_seconds()))
+                M.per_model(t.job.model).queue_wait.observe(max(0.0, (now - enqueued).total_seconds()))
         if tasks:
             M.BATCH_JOBS.observe(len(tasks))
         return tasks
@@ -234,7 +234,7 @@ class BatchPipeline:
                 seen.add(i)
                 self._completed(ready[i], result, model)
                 outside += time.thread_time() - b0
-            M.STAGE_CPU.labels("engine").inc(max(0.0, time.thread_time() - cpu0 - outside))
+            M.ENGINE_CPU.inc(max(0.0, time.thread_time() - cpu0 - outside))
         except Exception as e:  # an engine failure fails the jobs it had not finished, and only those
             log.exception("engine call failed for %d job(s)", len(ready) - len(seen))
             failed = [t for i, t in enumerate(ready) if i not in seen]
@@ -256,7 +256,7 @@ class BatchPipeline:
             t.error = JobError(code=code, message=str(result))
             self._fail([t])
             return
-        M.TILES.labels(model).inc(t.tiles)
+        M.per_model(model).tiles.inc(t.tiles)
         M.count_output(model, result.shape[1], result.shape[2])
         if result.shape[1] * result.shape[2] <= _INLINE_OUTPUT_PIXELS:
             self._finish(t, result)
@@ -395,12 +395,13 @@ class BatchPipeline:
 
 
 def _observe_end(c: Claim, now) -> None:
-    rec, model = c.record, c.record.data.model
-    M.JOBS_FINISHED.labels(model).inc()
+    rec = c.record
+    series = M.per_model(rec.data.model)
+    series.finished.inc()
     if rec.started_at is not None:
-        M.PROCESSING.labels(model).observe((now - rec.started_at).total_seconds())
+        series.processing.observe((now - rec.started_at).total_seconds())
     if rec.enqueued_at is not None:
-        M.END_TO_END.labels(model).observe((now - rec.enqueued_at).total_seconds())
+        series.end_to_end.observe((now - rec.enqueued_at).total_seconds())
 
 
 def _input_pixels(t: Task) -> int:

@@ -10,6 +10,11 @@ __all__ = ["io_threads", "torch_threads", "weightless"]
 # Engine calls on this few input pixels run on one CPU thread: waking torch's other threads for every small op
 # costs more than it saves (measured: 16x16 bicubic job 2.7 ms instead of 7.7 ms on a busy 2-core machine).
 _ONE_THREAD_INPUT_PIXELS = 96 * 96
+# Interpolation (two small matmuls and a few elementwise passes per image) on one thread up to this many input
+# pixels per engine call. Overhead benchmark (bicubic x4 on 64-128 px photos, batches of ~3.5 jobs, 2 cores shared
+# with the gateway and clients), 4 interleaved rounds: worker CPU per job 5.8 -> 5.1 ms (median; lower in every
+# pair), jobs/s 110 -> 134, latency no worse. The second thread's half of the matmuls had cost more than it saved.
+_ONE_THREAD_INTERPOLATION_PIXELS = 512 * 512
 
 
 def io_threads(settings) -> int:
@@ -30,11 +35,14 @@ def weightless(up) -> bool:
 
 
 def torch_threads(up, input_pixels: int) -> int | None:
-    """Drop to one CPU thread for a tiny engine call; returns the thread count to restore (None: unchanged)."""
-    # (Also switching interpolations up to 512x512 to one thread was tried: a worker with one torch thread
-    # throughout saved 1 ms per bicubic job, but the switching version measured no better on the loaded box. What
-    # that saved was idle OpenMP threads spinning; workers now run with OMP_WAIT_POLICY=PASSIVE instead.)
-    if up.device.type != "cpu" or input_pixels > _ONE_THREAD_INPUT_PIXELS:
+    """Drop to one CPU thread for a tiny engine call, or an interpolation of up to 512x512 input pixels; returns
+    the thread count to restore (None: unchanged)."""
+    # (Switching interpolations up to 512x512 to one thread was tried before OMP_WAIT_POLICY=PASSIVE and measured
+    # no better then: idle OpenMP threads spinning had been the cost. Measured again with PASSIVE, it is better:
+    # see _ONE_THREAD_INTERPOLATION_PIXELS.)
+    if up.device.type != "cpu":
+        return None
+    if input_pixels > (_ONE_THREAD_INTERPOLATION_PIXELS if weightless(up) else _ONE_THREAD_INPUT_PIXELS):
         return None
     import torch
 
