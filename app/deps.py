@@ -46,14 +46,16 @@ def no_empty_form_fields(*names: str):
         form = await request.form()  # the form FastAPI parsed for the route (Starlette keeps it)
         empty = [n for n in names if "" in form.getlist(n)]
         if empty:
-            raise RequestValidationError(
-                [
-                    {"type": "string_too_short", "loc": ("body", n), "msg": "empty: leave it out for the default"}
-                    for n in empty
-                ]
-            )
+            raise empty_fields_refused(empty)
 
     return Depends(check)
+
+
+def empty_fields_refused(names: list[str]) -> RequestValidationError:
+    """The 422 for multipart fields sent empty (:func:`no_empty_form_fields`, and the upload route's own form)."""
+    return RequestValidationError(
+        [{"type": "string_too_short", "loc": ("body", n), "msg": "empty: leave it out for the default"} for n in names]
+    )
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]

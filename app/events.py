@@ -7,8 +7,9 @@ a read is joined by every waiter that needs a reading at least as new as the rea
 one job cost one read when it ends; waiters on many jobs cost one read per job. A caller that has just
 written the job (the upload route, with ``Prefer: wait``) passes that reading along with :meth:`JobEvents.mark`
 taken before it wrote: unless the job was announced (or the listener reconnected) since, it is not read again.
-A periodic re-check (shared the same way) covers an announcement lost while the listener was reconnecting, and every reconnect wakes all waiters
-to look once. While Redis is down, waiters keep waiting (retrying their read with backoff) until their deadline.
+A periodic re-check (shared the same way) covers an announcement lost while the listener was reconnecting, and
+every reconnect wakes all waiters to look once. While Redis is down, waiters keep waiting (retrying their read
+with backoff) until their deadline.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
+_CATALOG_MAX_AGE_S = 30  # the model catalog is re-read at least this often
+_CATALOG_RETRY_S = 5  # and after a failed re-read, this soon
+
 
 class Gateway:
     def __init__(self, settings):
@@ -74,7 +77,7 @@ class Gateway:
         cached = self._catalog
         if cached is None:
             cached = self._catalog = (now, self.registry.catalog())
-        elif now - cached[0] > 30 and self._refreshing.acquire(blocking=False):  # one re-read at a time
+        elif now - cached[0] > _CATALOG_MAX_AGE_S and self._refreshing.acquire(blocking=False):  # one re-read at a time
             threading.Thread(target=self._refresh, name="srgan-catalog", daemon=True).start()
         return cached[1]
 
@@ -84,10 +87,10 @@ class Gateway:
             fresh = (time.monotonic(), self.registry.catalog())
             if self._catalog is seen:  # not invalidated meanwhile (the next request reads it then)
                 self._catalog = fresh
-        except Exception as e:  # the old one serves on; the next try in 5 s
+        except Exception as e:  # the old one serves on; the next try in _CATALOG_RETRY_S
             log.warning("gateway: cannot re-read the model catalog (%s)", e)
             if seen is not None and self._catalog is seen:
-                self._catalog = (time.monotonic() - 25, seen[1])
+                self._catalog = (time.monotonic() - _CATALOG_MAX_AGE_S + _CATALOG_RETRY_S, seen[1])
         finally:
             self._refreshing.release()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics, schemas
-from app.deps import client_of, gateway_of
+from app.deps import client_of, empty_fields_refused, gateway_of
 from app.errors import IMAGE_ERROR_STATUS, ApiError, responses
 from app.forms import Part, parse_form
 from app.prefer import preferred_wait
@@ -100,7 +101,8 @@ def check_image(gw: Gateway, data: bytes, scale: int):
     return info
 
 
-_HEADERS = [  # documented by hand: the route reads its headers itself (below)
+# Documented by hand, and the lengths _headers() holds them to: the route reads its headers itself.
+_HEADERS: list[dict[str, Any]] = [
     {"name": "idempotency-key", "in": "header", "required": False, "description": "same key + same bytes: the same job",
      "schema": {"type": "string", "maxLength": 200, "title": "Idempotency-Key"}},
     {"name": "prefer", "in": "header", "required": False,
@@ -186,8 +188,7 @@ def _form(parts: dict[str, list[Part]]) -> tuple[schemas.UpscaleForm, bytes]:
     ``model=""`` must not mean the default."""
     empty = [n for n in _TEXT if any(not p.data for p in parts.get(n, ()))]
     if empty:
-        raise RequestValidationError([{"type": "string_too_short", "loc": ("body", n),
-                                       "msg": "empty: leave it out for the default"} for n in empty])  # fmt: skip
+        raise empty_fields_refused(empty)
     errors: list[dict] = []
     fields = None
     try:
@@ -202,13 +203,14 @@ def _form(parts: dict[str, list[Part]]) -> tuple[schemas.UpscaleForm, bytes]:
 
 
 def _headers(request: Request) -> tuple[str | None, str | None]:
-    """``Idempotency-Key`` and ``Prefer`` (200 characters at most, or a 422)."""
-    values = request.headers.get("idempotency-key"), request.headers.get("prefer")
-    long = [n for n, v in zip(("idempotency-key", "prefer"), values, strict=True) if v is not None and len(v) > 200]
+    """``Idempotency-Key`` and ``Prefer``, held to their documented lengths (:data:`_HEADERS`), or a 422."""
+    idempotency_key, prefer = values = tuple(request.headers.get(h["name"]) for h in _HEADERS)
+    long = [(h["name"], h["schema"]["maxLength"]) for h, v in zip(_HEADERS, values, strict=True)
+            if v is not None and len(v) > h["schema"]["maxLength"]]  # fmt: skip
     if long:
         raise RequestValidationError([{"type": "string_too_long", "loc": ("header", n),
-                                       "msg": "String should have at most 200 characters"} for n in long])  # fmt: skip
-    return values
+                                       "msg": f"String should have at most {m} characters"} for n, m in long])  # fmt: skip
+    return idempotency_key, prefer
 
 
 async def waited(gw: Gateway, request: Request, rec: JobRecord, wait: float, position: int | None,
